@@ -128,7 +128,9 @@ SQL
 
 cmd_start() {
     local datadir="$1" port="$2" bindir logfile sockdir
-    [[ "${port}" =~ ^[0-9]+$ ]] && (( port > 0 && port < 65536 )) || die "bad port: ${port}"
+    if ! [[ "${port}" =~ ^[0-9]+$ ]] || (( port < 1 || port > 65535 )); then
+        die "bad port: ${port}"
+    fi
     bindir="$(find_bindir)"
     ensure_system_user
     datadir="$(abs_path "${datadir}")"

@@ -37,10 +37,20 @@ IMAGE_BUILT=""
 say() { printf 'test-image: %s\n' "$*" >&2; }
 pass() { PASSED=$((PASSED + 1)); printf 'PASS %s\n' "$1"; }
 fail() { FAILED=$((FAILED + 1)); printf 'FAIL %s%s\n' "$1" "${2:+ ($2)}"; }
-check() { # check NAME CONDITION-EXIT-STATUS [DETAIL]
-    if [[ "$2" == 0 ]]; then pass "$1"; else fail "$1" "${3:-}"; fi
+check() { # check NAME COMMAND... -> PASS when the command succeeds
+    local name="$1"
+    shift
+    if "$@"; then pass "${name}"; else fail "${name}"; fi
 }
+# Predicates for check (called through "$@", which shellcheck cannot see).
+# shellcheck disable=SC2329
+is() { [[ "$1" == "$2" ]]; }              # is ACTUAL EXPECTED
+# shellcheck disable=SC2329
+is_one_of() { local v="$1"; shift; local e; for e in "$@"; do [[ "${v}" == "${e}" ]] && return 0; done; return 1; }
+# shellcheck disable=SC2329
+nonempty() { [[ -n "$1" && "$1" != "<no value>" ]]; }
 
+# shellcheck disable=SC2329 # invoked by the EXIT trap
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -95,8 +105,8 @@ apt_install() { # apt_install COMMAND PACKAGE
 }
 
 free_port() {
-    local port i
-    for i in $(seq 1 200); do
+    local port
+    for _ in $(seq 1 200); do
         port=$((20000 + RANDOM % 40000))
         [[ " ${USED_PORTS:-} " == *" ${port} "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
@@ -221,28 +231,33 @@ fi
 inspect() { timeout 30 docker image inspect -f "$1" "${IMAGE}" 2>/dev/null; }
 for key in source revision version created licenses; do
     value="$(inspect "{{index .Config.Labels \"org.opencontainers.image.${key}\"}}")"
-    check "label org.opencontainers.image.${key} is set (${value})" "$([[ -n "${value}" && "${value}" != "<no value>" ]]; echo $?)"
+    check "label org.opencontainers.image.${key} is set (${value})" nonempty "${value}"
 done
-check "label revision matches the commit" "$([[ "$(inspect '{{index .Config.Labels "org.opencontainers.image.revision"}}')" == "${REVISION}" ]]; echo $?)"
-check "label version matches the crate version" "$([[ "$(inspect '{{index .Config.Labels "org.opencontainers.image.version"}}')" == "${VERSION}" ]]; echo $?)"
+check "label revision matches the commit" \
+    is "$(inspect '{{index .Config.Labels "org.opencontainers.image.revision"}}')" "${REVISION}"
+check "label version matches the crate version" \
+    is "$(inspect '{{index .Config.Labels "org.opencontainers.image.version"}}')" "${VERSION}"
 user="$(inspect '{{.Config.User}}')"
-check "image user is 10001 (${user})" "$([[ "${user}" == 10001 || "${user}" == 10001:* ]]; echo $?)"
+check "image user is 10001 (${user})" is_one_of "${user}" 10001 10001:10001
+# shellcheck disable=SC2016 # a Go template, not a shell expansion
 ports="$(inspect '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}')"
-check "image exposes 8080/tcp and 9090/tcp (${ports% })" "$([[ " ${ports}" == *" 8080/tcp "* && " ${ports}" == *" 9090/tcp "* ]]; echo $?)"
+check "image exposes 8080/tcp and 9090/tcp (${ports% })" is "${ports% }" "8080/tcp 9090/tcp"
 entry="$(inspect '{{json .Config.Entrypoint}} {{json .Config.Cmd}}')"
-check "entrypoint /tasks-server, cmd serve (${entry})" "$([[ "${entry}" == '["/tasks-server"] ["serve"]' ]]; echo $?)"
+check "entrypoint /tasks-server, cmd serve (${entry})" is "${entry}" '["/tasks-server"] ["serve"]'
 
 size_bytes="$(inspect '{{.Size}}')"
 size_mb="$(awk -v b="${size_bytes:-0}" 'BEGIN { printf "%.1f", b / 1000000 }')"
 printf 'image size: %s MB (budget <= %s MB)\n' "${size_mb}" "${BUDGET_MB}"
 check "image size ${size_mb} MB within the ${BUDGET_MB} MB budget" \
-    "$(awk -v b="${size_bytes:-0}" -v m="${BUDGET_MB}" 'BEGIN { exit !(b > 0 && b <= m * 1000000) }'; echo $?)"
+    awk -v b="${size_bytes:-0}" -v m="${BUDGET_MB}" 'BEGIN { exit !(b > 0 && b <= m * 1000000) }'
 
 # ---------------------------------------------------------------------------------------
 # A real PostgreSQL on a free loopback port, in a temporary directory.
 WORK_DIR="$(mktemp -d)"
-PG_PORT="$(free_port)" && HTTP_PORT="$(free_port)" && ADMIN_PORT="$(free_port)" \
-    || { fail "find free loopback ports"; finish; }
+if ! { PG_PORT="$(free_port)" && HTTP_PORT="$(free_port)" && ADMIN_PORT="$(free_port)"; }; then
+    fail "find free loopback ports"
+    finish
+fi
 PGPASSWORD_TASKS="it-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export PGPASSWORD_TASKS
 PG_DATA="${WORK_DIR}/pg"
@@ -294,12 +309,13 @@ code="$(curl -s -o "${WORK_DIR}/post.body" -D "${headers}" -w '%{http_code}' --m
     -H 'Content-Type: application/json' -d "{\"title\":\"${TITLE}\"}" "${API}/v1/tasks" 2>/dev/null || true)"
 location="$(tr -d '\r' <"${headers}" 2>/dev/null | sed -nE 's/^[Ll]ocation: *//p' | head -n 1)"
 check "POST /v1/tasks answers 201 with Location (${code:-none}, ${location:-no Location})" \
-    "$([[ "${code}" == 201 && -n "${location}" ]]; echo $?)"
+    is "${code}:${location:+set}" "201:set"
 if [[ -n "${location}" ]]; then
     [[ "${location}" == http* ]] || location="${API}${location}"
     code="$(curl -s -o "${WORK_DIR}/get.body" -w '%{http_code}' --max-time 10 "${location}" 2>/dev/null || true)"
-    check "GET Location answers 200 with the same title (${code})" \
-        "$([[ "${code}" == 200 ]] && grep -qF "\"title\":\"${TITLE}\"" "${WORK_DIR}/get.body"; echo $?)"
+    title_ok=no
+    grep -qF "\"title\":\"${TITLE}\"" "${WORK_DIR}/get.body" 2>/dev/null && title_ok=yes
+    check "GET Location answers 200 with the same title (${code}, title ${title_ok})" is "${code}:${title_ok}" "200:yes"
 else
     fail "GET Location answers 200 with the same title" "no Location"
 fi
@@ -307,26 +323,27 @@ fi
 # The shell-less image probes itself.
 timeout 30 docker exec "${CONTAINER}" /tasks-server probe "${ADMIN}/readyz" >/dev/null 2>&1
 rc=$?
-check "docker exec ... tasks-server probe ${ADMIN}/readyz exits 0 (${rc})" "${rc}"
+check "docker exec ... tasks-server probe ${ADMIN}/readyz exits 0 (${rc})" is "${rc}" 0
 timeout 30 docker exec "${CONTAINER}" /tasks-server probe "${ADMIN}/no-such-path" >/dev/null 2>&1
 rc=$?
-check "tasks-server probe of a 404 exits non-zero (${rc})" "$([[ "${rc}" != 0 ]]; echo $?)"
+check "tasks-server probe of a 404 exits non-zero (${rc})" test "${rc}" != 0
 
 # Effective identity and privileges of the container's main process.
 pid="$(timeout 30 docker inspect -f '{{.State.Pid}}' "${CONTAINER}" 2>/dev/null || echo 0)"
 status_file="/proc/${pid}/status"
 if [[ "${pid}" != 0 && -r "${status_file}" ]]; then
     uids="$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "${status_file}")"
-    check "effective UID is 10001 (Uid: ${uids})" "$([[ "${uids}" == "10001 10001 10001 10001" ]]; echo $?)"
+    check "effective UID is 10001 (Uid: ${uids})" is "${uids}" "10001 10001 10001 10001"
     capeff="$(awk '/^CapEff:/ { print $2 }' "${status_file}")"
-    check "no effective capabilities (CapEff ${capeff})" "$([[ "${capeff}" =~ ^0+$ ]]; echo $?)"
+    check "no effective capabilities (CapEff ${capeff})" is "${capeff}" "0000000000000000"
+    say "main process $(awk '/^Gid:/ { print "Gid:", $2, $3, $4, $5 }' "${status_file}")"
     nnp="$(awk '/^NoNewPrivs:/ { print $2 }' "${status_file}")"
-    check "no_new_privs is set (${nnp})" "$([[ "${nnp}" == 1 ]]; echo $?)"
+    check "no_new_privs is set (${nnp})" is "${nnp}" 1
 else
     fail "effective UID is 10001" "no main process"
 fi
 check "root filesystem is read-only" \
-    "$([[ "$(timeout 30 docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "${CONTAINER}")" == true ]]; echo $?)"
+    is "$(timeout 30 docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "${CONTAINER}")" true
 
 # Graceful stop: readiness fails at once, the API keeps serving through the drain delay,
 # then the process exits 0 within drain + timeout.
@@ -349,14 +366,14 @@ wait "${stop_pid}"
 stop_rc=$?
 elapsed_ms=$(( $(now_ms) - start_ms ))
 exit_code="$(timeout 30 docker inspect -f '{{.State.ExitCode}}' "${CONTAINER}" 2>/dev/null || echo unknown)"
-check "after SIGTERM /readyz answers 503" "$([[ -n "${saw_503}" ]]; echo $?)"
-check "the API keeps serving during the drain delay" "$([[ -n "${served_in_drain}" ]]; echo $?)"
+check "after SIGTERM /readyz answers 503" is "${saw_503}" 1
+check "the API keeps serving during the drain delay" is "${served_in_drain}" 1
 check "docker stop -t 30 ends the container with exit code 0 (${exit_code})" \
-    "$([[ "${stop_rc}" == 0 && "${exit_code}" == 0 ]]; echo $?)"
+    is "${stop_rc}:${exit_code}" "0:0"
 limit_ms=$(( (DRAIN_SECS + SHUTDOWN_TIMEOUT_SECS) * 1000 ))
 printf 'stop took %s ms (drain %ss + timeout %ss)\n' "${elapsed_ms}" "${DRAIN_SECS}" "${SHUTDOWN_TIMEOUT_SECS}"
 check "stop finished within drain + timeout (${elapsed_ms} ms <= ${limit_ms} ms)" \
-    "$([[ "${elapsed_ms}" -le "${limit_ms}" ]]; echo $?)"
+    test "${elapsed_ms}" -le "${limit_ms}"
 
 # Secrets never reach the logs.
 if timeout 30 docker logs "${CONTAINER}" 2>&1 | grep -qF "${PGPASSWORD_TASKS}"; then
