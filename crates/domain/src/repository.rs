@@ -1,0 +1,55 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{ListQuery, RepositoryError, Task, TaskPatch};
+
+/// What an update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Applied; the task as it now is.
+    Updated(Task),
+    /// No task has this id.
+    NotFound,
+    /// The task exists but its version is not the expected one.
+    VersionMismatch,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Removed.
+    Deleted,
+    /// No task has this id.
+    NotFound,
+    /// The task exists but its version is not the expected one.
+    VersionMismatch,
+}
+
+/// Where tasks live. Implementations must make `update` and `delete` atomic with their
+/// version check (optimistic concurrency).
+#[async_trait]
+pub trait TaskRepository: Send + Sync {
+    /// Stores a new task.
+    async fn insert(&self, task: &Task) -> Result<(), RepositoryError>;
+
+    /// The task with this id.
+    async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError>;
+
+    /// Up to `query.limit + 1` tasks, newest first, older than `query.cursor` and matching
+    /// `query.status` (the extra row tells the caller whether another page exists).
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, RepositoryError>;
+
+    /// Applies `patch` (bumping the version and `updated_at` to `now`) when the current
+    /// version equals `expected`, or unconditionally when `expected` is `None`.
+    async fn update(
+        &self,
+        id: Uuid,
+        patch: &TaskPatch,
+        expected: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<UpdateOutcome, RepositoryError>;
+
+    /// Deletes the task when the current version equals `expected` (or always, for `None`).
+    async fn delete(&self, id: Uuid, expected: Option<i64>) -> Result<DeleteOutcome, RepositoryError>;
+}
