@@ -90,6 +90,9 @@ start_daemon() { # start_daemon DRIVER -> 0 when it answers
     log "starting dockerd (storage driver ${driver}, data root ${DATA_ROOT}, log ${LOG_FILE})"
     # setsid: the daemon must outlive the shell that started it and must not receive
     # the caller's terminal signals; it is stopped explicitly with `stop`.
+    # --bridge none / --iptables=false: this daemon leaves the host's network alone (no
+    # docker0, no NAT rules, nothing to clash with another daemon); containers run with
+    # --network host (the tests, loopback only) or without a network.
     setsid dockerd \
         --host "${host}" \
         --data-root "${DATA_ROOT}" \

@@ -135,6 +135,9 @@ cmd_start() {
     ensure_system_user
     datadir="$(abs_path "${datadir}")"
     logfile="${datadir}.log"
+    if [[ ! -s "${datadir}/PG_VERSION" && -n "$(ls -A "${datadir}")" ]]; then
+        die "${datadir} is neither empty nor a PostgreSQL data directory"
+    fi
     if [[ "$(id -u)" == 0 ]]; then
         ensure_traversable "${datadir}"
         chown "${PG_USER_SYSTEM}:" "${datadir}"
@@ -147,9 +150,6 @@ cmd_start() {
         return 0
     fi
     if [[ ! -s "${datadir}/PG_VERSION" ]]; then
-        if [[ -n "$(ls -A "${datadir}")" ]]; then
-            die "${datadir} is neither empty nor a PostgreSQL data directory"
-        fi
         init_cluster "${bindir}" "${datadir}" "${logfile}"
     fi
     # The local socket lives in the data directory when the path is short enough (the

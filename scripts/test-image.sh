@@ -205,7 +205,11 @@ cp "${CA_BUNDLE}" "${CONTEXT_DIR}/ca-certificates.crt"
 VERSION="$(cargo pkgid -p tasks-server 2>/dev/null | sed -E 's/.*[#@]//')"
 [[ -n "${VERSION}" ]] || VERSION="0.0.0"
 REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+if [[ -n "${SOURCE_DATE_EPOCH:-}" ]]; then
+    CREATED="$(date -u -d "@${SOURCE_DATE_EPOCH}" +%Y-%m-%dT%H:%M:%SZ)"
+else
+    CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+fi
 SOURCE_URL="$(sed -nE 's/^repository *= *"([^"]+)".*/\1/p' Cargo.toml | head -n 1)"
 [[ -n "${SOURCE_URL}" ]] || SOURCE_URL="https://github.com/tasks-platform/tasks"
 
