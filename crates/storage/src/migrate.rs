@@ -1,0 +1,68 @@
+//! Schema migrations (refinery) serialized by a PostgreSQL advisory lock.
+//!
+//! refinery takes no lock of its own: two replicas starting together could both see a
+//! migration as pending and both apply it. [`run_locked`] takes a session-level advisory
+//! lock on the very connection that runs the migrations, so concurrent migrators queue up
+//! and each later one finds nothing left to do.
+
+use std::time::Duration;
+
+use refinery::Runner;
+
+use crate::StorageError;
+use crate::pool::PoolSettings;
+
+/// The advisory lock key for `scope` (stable across processes and releases).
+#[must_use]
+pub fn lock_key(scope: &str) -> i64 {
+    // FNV-1a: tiny, stable, and good enough to keep unrelated services apart.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("migrations:{scope}").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// What a migration run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Names of the migrations this run applied (empty when the schema was current).
+    pub applied: Vec<String>,
+}
+
+/// Applies `runner`'s pending migrations while holding the advisory lock for `scope`.
+///
+/// # Errors
+/// [`StorageError::Unavailable`] when the database cannot be reached (callers retry),
+/// [`StorageError::Migration`] when a migration fails.
+pub async fn run_locked(settings: &PoolSettings, runner: Runner, scope: &str) -> Result<Applied, StorageError> {
+    // No statement timeout here: waiting for another migrator's lock, or a long DDL, is
+    // expected; the lock is released when this connection ends, whatever happens.
+    let mut client = settings.connect(Duration::ZERO).await?;
+    let key = lock_key(scope);
+    client.execute("SELECT pg_advisory_lock($1)", &[&key]).await.map_err(StorageError::from_pg)?;
+    let outcome = runner.run_async(&mut client).await;
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
+    let report = outcome.map_err(|e| StorageError::Migration(e.to_string()))?;
+    unlock.map_err(StorageError::from_pg)?;
+    Ok(Applied { applied: report.applied_migrations().iter().map(ToString::to_string).collect() })
+}
+
+/// Migrations of `runner` not yet applied to the database.
+///
+/// # Errors
+/// [`StorageError::Unavailable`] when the database cannot be reached.
+pub async fn pending(settings: &PoolSettings, runner: &Runner) -> Result<Vec<String>, StorageError> {
+    let mut client = settings.connect(settings.statement_timeout).await?;
+    let applied = runner
+        .get_applied_migrations_async(&mut client)
+        .await
+        .map_err(|e| StorageError::Migration(e.to_string()))?;
+    Ok(runner
+        .get_migrations()
+        .iter()
+        .filter(|m| !applied.iter().any(|a| a.version() == m.version()))
+        .map(ToString::to_string)
+        .collect())
+}

@@ -1,0 +1,249 @@
+//! A deadpool-postgres pool whose every wait is bounded and whose connections re-read a
+//! rotated password.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::task::JoinHandle;
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::StorageError;
+use crate::tls::{SslMode, client_config};
+
+/// Where the password comes from.
+#[derive(Clone, Default)]
+pub enum Password {
+    /// No password (trust or peer authentication).
+    #[default]
+    None,
+    /// A fixed value.
+    Value(SecretString),
+    /// A file read again for every new connection, so a rotated Kubernetes Secret takes
+    /// effect without a restart. `fallback` is used when the file cannot be read.
+    File {
+        /// The mounted secret file.
+        path: PathBuf,
+        /// The value read at start-up.
+        fallback: SecretString,
+    },
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Value(_) => f.write_str("Value([REDACTED])"),
+            Self::File { path, .. } => write!(f, "File({})", path.display()),
+        }
+    }
+}
+
+impl Password {
+    fn current(&self) -> Option<SecretString> {
+        match self {
+            Self::None => None,
+            Self::Value(v) => Some(v.clone()),
+            Self::File { path, fallback } => match std::fs::read_to_string(path) {
+                Ok(mut text) => {
+                    if text.ends_with('\n') {
+                        text.pop();
+                        if text.ends_with('\r') {
+                            text.pop();
+                        }
+                    }
+                    Some(SecretString::from(text))
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot re-read the password file; using the start-up value");
+                    Some(fallback.clone())
+                }
+            },
+        }
+    }
+}
+
+/// Connection and pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Database name.
+    pub name: String,
+    /// Role name.
+    pub user: String,
+    /// Password source.
+    pub password: Password,
+    /// TLS mode.
+    pub sslmode: SslMode,
+    /// CA bundle for [`SslMode::VerifyFull`] (the Mozilla roots when absent).
+    pub ca_file: Option<PathBuf>,
+    /// Most connections the pool holds.
+    pub max_size: usize,
+    /// Bound on establishing one connection; also the pool's create timeout.
+    pub connect_timeout: Duration,
+    /// How long a request waits for a free connection before failing as unavailable.
+    pub wait_timeout: Duration,
+    /// Server-side `statement_timeout` for every statement; zero disables it.
+    pub statement_timeout: Duration,
+    /// `application_name` shown in `pg_stat_activity`.
+    pub application_name: String,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 5432,
+            name: "postgres".into(),
+            user: "postgres".into(),
+            password: Password::None,
+            sslmode: SslMode::Prefer,
+            ca_file: None,
+            max_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            application_name: "service".into(),
+        }
+    }
+}
+
+impl PoolSettings {
+    /// The driver configuration (without the password: that is read per connection).
+    #[must_use]
+    pub fn pg_config(&self, statement_timeout: Duration) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .dbname(&self.name)
+            .user(&self.user)
+            .application_name(&self.application_name)
+            .connect_timeout(self.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .ssl_mode(match self.sslmode {
+                SslMode::Disable => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                SslMode::Require | SslMode::VerifyFull => PgSslMode::Require,
+            })
+            // Set at connection start-up: no extra round trip per checkout.
+            .options(format!("-c statement_timeout={}", statement_timeout.as_millis()));
+        config
+    }
+
+    /// A connector for these settings.
+    ///
+    /// # Errors
+    /// [`StorageError::Settings`] for unusable TLS material.
+    pub fn connector(&self) -> Result<Connector, StorageError> {
+        let tls = client_config(self.sslmode, self.ca_file.as_deref())?.map(MakeRustlsConnect::new);
+        Ok(Connector { password: self.password.clone(), tls: Arc::new(tls) })
+    }
+
+    /// Opens one connection outside any pool (migrations, tools), with its own
+    /// statement timeout.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] when the server cannot be reached.
+    pub async fn connect(&self, statement_timeout: Duration) -> Result<Client, StorageError> {
+        let connector = self.connector()?;
+        let (client, _task) = connector.open(&self.pg_config(statement_timeout)).await.map_err(StorageError::from_pg)?;
+        Ok(client)
+    }
+}
+
+/// Opens connections: reads the current password, negotiates TLS, spawns the
+/// connection task.
+#[derive(Clone)]
+pub struct Connector {
+    password: Password,
+    tls: Arc<Option<MakeRustlsConnect>>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").field("password", &self.password).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+impl Connector {
+    async fn open(&self, base: &tokio_postgres::Config) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let mut config = base.clone();
+        if let Some(password) = self.password.current() {
+            config.password(password.expose_secret().as_bytes());
+        }
+        let (client, task) = match self.tls.as_ref() {
+            None => {
+                let (client, connection) = config.connect(NoTls).await?;
+                (client, tokio::spawn(drive(connection)))
+            }
+            Some(tls) => {
+                let (client, connection) = config.connect(tls.clone()).await?;
+                (client, tokio::spawn(drive(connection)))
+            }
+        };
+        Ok((client, task))
+    }
+}
+
+async fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "database connection closed");
+    }
+}
+
+impl deadpool_postgres::Connect for Connector {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
+        let config = pg_config.clone();
+        Box::pin(async move { self.open(&config).await })
+    }
+}
+
+/// Builds the pool. No connection is opened until one is needed, so this succeeds while
+/// the database is still starting.
+///
+/// # Errors
+/// [`StorageError::Settings`] for invalid TLS material or pool parameters.
+pub fn build_pool(settings: &PoolSettings) -> Result<Pool, StorageError> {
+    let manager = Manager::from_connect(
+        settings.pg_config(settings.statement_timeout),
+        settings.connector()?,
+        // `Fast` recycling drops connections whose socket has closed (a restarted
+        // database) without a round trip on every checkout.
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
+    Pool::builder(manager)
+        .max_size(settings.max_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.wait_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .build()
+        .map_err(|e| StorageError::Settings(e.to_string()))
+}
+
+/// A cheap round trip proving the database answers (the readiness check).
+///
+/// # Errors
+/// [`StorageError::Unavailable`] when no connection can be had or the query fails.
+pub async fn ping(pool: &Pool) -> Result<(), StorageError> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached("SELECT 1").await.map_err(StorageError::from_pg)?;
+    client.query_one(&statement, &[]).await.map_err(StorageError::from_pg)?;
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! The tasks repository over a deadpool-postgres pool.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tasks_domain::{DeleteOutcome, ListQuery, RepositoryError, Status, Task, TaskPatch, TaskRepository, UpdateOutcome};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::StorageError;
+
+const COLUMNS: &str = "id, title, description, status, due_at, created_at, updated_at, version";
+
+/// [`TaskRepository`] on PostgreSQL. Statements are prepared once per connection
+/// (`prepare_cached`); updates and deletes check the version in the same statement.
+#[derive(Debug, Clone)]
+pub struct PgTaskRepository {
+    pool: Pool,
+}
+
+impl PgTaskRepository {
+    /// A repository using `pool`.
+    #[must_use]
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+fn to_task(row: &Row) -> Result<Task, StorageError> {
+    let status: &str = row.try_get("status")?;
+    let status = Status::parse(status).ok_or_else(|| StorageError::Migration(format!("unknown status {status:?} in tasks table")))?;
+    Ok(Task {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        description: row.try_get("description")?,
+        status,
+        due_at: row.try_get("due_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn pg(error: tokio_postgres::Error) -> RepositoryError {
+    StorageError::from_pg(error).into()
+}
+
+#[async_trait]
+impl TaskRepository for PgTaskRepository {
+    async fn insert(&self, task: &Task) -> Result<(), RepositoryError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+            .await
+            .map_err(pg)?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &task.id,
+                    &task.title,
+                    &task.description,
+                    &task.status.as_str(),
+                    &task.due_at,
+                    &task.created_at,
+                    &task.updated_at,
+                    &task.version,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).await.map_err(pg)?;
+        let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
+        Ok(row.as_ref().map(to_task).transpose()?)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, RepositoryError> {
+        let client = self.client().await?;
+        let fetch = i64::from(query.limit) + 1;
+        let status = query.status.map(Status::as_str);
+        let after = query.cursor.map(|c| c.after);
+        // One statement per filter shape, so each gets a plan that uses its index.
+        let rows = match (status, after) {
+            (None, None) => {
+                let stmt = client
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks ORDER BY id DESC LIMIT $1"))
+                    .await
+                    .map_err(pg)?;
+                client.query(&stmt, &[&fetch]).await
+            }
+            (Some(status), None) => {
+                let stmt = client
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE status = $1 ORDER BY id DESC LIMIT $2"))
+                    .await
+                    .map_err(pg)?;
+                client.query(&stmt, &[&status, &fetch]).await
+            }
+            (None, Some(after)) => {
+                let stmt = client
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id < $1 ORDER BY id DESC LIMIT $2"))
+                    .await
+                    .map_err(pg)?;
+                client.query(&stmt, &[&after, &fetch]).await
+            }
+            (Some(status), Some(after)) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                    ))
+                    .await
+                    .map_err(pg)?;
+                client.query(&stmt, &[&status, &after, &fetch]).await
+            }
+        }
+        .map_err(pg)?;
+        rows.iter().map(|r| to_task(r).map_err(Into::into)).collect()
+    }
+
+    async fn update(
+        &self,
+        id: Uuid,
+        patch: &TaskPatch,
+        expected: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<UpdateOutcome, RepositoryError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "UPDATE tasks SET \
+                   title = CASE WHEN $2 THEN $3 ELSE title END, \
+                   description = CASE WHEN $4 THEN $5 ELSE description END, \
+                   status = CASE WHEN $6 THEN $7 ELSE status END, \
+                   due_at = CASE WHEN $8 THEN $9 ELSE due_at END, \
+                   updated_at = $10, version = version + 1 \
+                 WHERE id = $1 AND ($11::bigint IS NULL OR version = $11) \
+                 RETURNING {COLUMNS}"
+            ))
+            .await
+            .map_err(pg)?;
+        let description = patch.description.clone().flatten();
+        let due_at = patch.due_at.flatten();
+        let status = patch.status.map(Status::as_str);
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &id,
+                    &patch.title.is_some(),
+                    &patch.title,
+                    &patch.description.is_some(),
+                    &description,
+                    &patch.status.is_some(),
+                    &status,
+                    &patch.due_at.is_some(),
+                    &due_at,
+                    &now,
+                    &expected,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if let Some(row) = row {
+            return Ok(UpdateOutcome::Updated(to_task(&row)?));
+        }
+        Ok(if self.exists(&client, id).await? { UpdateOutcome::VersionMismatch } else { UpdateOutcome::NotFound })
+    }
+
+    async fn delete(&self, id: Uuid, expected: Option<i64>) -> Result<DeleteOutcome, RepositoryError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)")
+            .await
+            .map_err(pg)?;
+        if client.execute(&stmt, &[&id, &expected]).await.map_err(pg)? == 1 {
+            return Ok(DeleteOutcome::Deleted);
+        }
+        Ok(if self.exists(&client, id).await? { DeleteOutcome::VersionMismatch } else { DeleteOutcome::NotFound })
+    }
+}
+
+impl PgTaskRepository {
+    async fn exists(&self, client: &deadpool_postgres::Object, id: Uuid) -> Result<bool, RepositoryError> {
+        let stmt = client.prepare_cached("SELECT 1 FROM tasks WHERE id = $1").await.map_err(pg)?;
+        Ok(client.query_opt(&stmt, &[&id]).await.map_err(pg)?.is_some())
+    }
+}
