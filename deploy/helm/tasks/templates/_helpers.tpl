@@ -202,15 +202,22 @@ config.shutdown; the kubelet waits drain + timeout + margin before SIGKILL.
 --------------------------------------------------------------------------- */}}
 {{- define "tasks.terminationGracePeriodSeconds" -}}
 {{- $s := .Values.config.shutdown -}}
-{{- add (int $s.drainDelaySecs) (int $s.timeoutSecs) (int $s.graceMarginSecs) -}}
+{{- add (include "tasks.int" $s.drainDelaySecs) (include "tasks.int" $s.timeoutSecs) (include "tasks.int" $s.graceMarginSecs) -}}
+{{- end -}}
+
+{{/* A number as an integer string: values may arrive as float64 (printed as 1e+06
+for large numbers) or, with Helm 3, as json.Number (a non-empty string is "true"
+in an `if`). Never test or print a numeric value without it. */}}
+{{- define "tasks.int" -}}
+{{- . | toString | float64 | int64 -}}
 {{- end -}}
 
 {{/* Replicas the PDB has to live with: the HPA minimum or replicaCount. */}}
 {{- define "tasks.minReplicas" -}}
 {{- if .Values.autoscaling.enabled -}}
-{{- .Values.autoscaling.minReplicas -}}
+{{- include "tasks.int" .Values.autoscaling.minReplicas -}}
 {{- else -}}
-{{- .Values.replicaCount -}}
+{{- include "tasks.int" .Values.replicaCount -}}
 {{- end -}}
 {{- end -}}
 
@@ -249,18 +256,20 @@ depends on it, so `helm template` fails early with a message naming the value.
 {{- if not (or $auth.existingSecret $auth.password) -}}
 {{- fail (printf "no database password: set %s.existingSecret (a Secret holding key %s.passwordKey) or %s.password; the chart never generates credentials" $prefix $prefix $prefix) -}}
 {{- end -}}
-{{- if and .Values.pdb.enabled (not (kindIs "string" .Values.pdb.minAvailable)) -}}
-{{- if ge (int .Values.pdb.minAvailable) (int (include "tasks.minReplicas" .)) -}}
+{{- if and .Values.pdb.enabled (regexMatch "^[0-9]+$" (toString .Values.pdb.minAvailable)) -}}
+{{- if ge (int (include "tasks.int" .Values.pdb.minAvailable)) (int (include "tasks.minReplicas" .)) -}}
 {{- fail (printf "pdb.minAvailable (%v) must be lower than the replica count (%s), or the budget blocks every eviction (node drains hang)" .Values.pdb.minAvailable (include "tasks.minReplicas" .)) -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- if and .Values.autoscaling.enabled (gt (int (include "tasks.int" .Values.autoscaling.minReplicas)) (int (include "tasks.int" .Values.autoscaling.maxReplicas))) -}}
 {{- fail (printf "autoscaling.minReplicas (%v) is greater than autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
 {{- end -}}
-{{- if and .Values.autoscaling.enabled (not (or .Values.autoscaling.targetCPUUtilizationPercentage .Values.autoscaling.targetMemoryUtilizationPercentage)) -}}
+{{- $cpu := int (include "tasks.int" .Values.autoscaling.targetCPUUtilizationPercentage) -}}
+{{- $mem := int (include "tasks.int" .Values.autoscaling.targetMemoryUtilizationPercentage) -}}
+{{- if and .Values.autoscaling.enabled (eq (add $cpu $mem) 0) -}}
 {{- fail "autoscaling.enabled needs a metric: set autoscaling.targetCPUUtilizationPercentage or autoscaling.targetMemoryUtilizationPercentage" -}}
 {{- end -}}
-{{- if eq (int .Values.config.http.port) (int .Values.config.admin.port) -}}
+{{- if eq (include "tasks.int" .Values.config.http.port) (include "tasks.int" .Values.config.admin.port) -}}
 {{- fail "config.http.port and config.admin.port must differ" -}}
 {{- end -}}
 {{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}

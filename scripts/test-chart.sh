@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# Static verification of the Helm chart deploy/helm/tasks (no cluster needed):
+#   - helm lint --strict, Helm 4 and Helm 3, for every overlay and CI values file
+#   - helm template for the same, with both Helm versions; both must render the same
+#   - strict schema validation of every rendered manifest for Kubernetes 1.34-1.37
+#     (kubernetes-validate --strict; the CRD kinds ServiceMonitor and HTTPRoute have no
+#     bundled schema and are checked against a strict schema of the fields we render)
+#   - checkov over every rendered values file: zero failures, skips only from
+#     deploy/helm/checkov-skips.yaml
+#   - negative tests: every deploy/helm/ci/bad-*.yaml must fail to render with an
+#     error matching its `# expect:` regex (Helm 4 and Helm 3)
+#   - the chart README's parameter tables match values.yaml (readme-generator)
+#   - yamllint over the values files
+# Prints PASS/FAIL per check and ends with "N passed, M failed". Under CI=true a
+# missing tool is a failure, never a skip.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+CHART=deploy/helm/tasks
+OVERLAY_DIR=deploy/helm/values
+CI_DIR=deploy/helm/ci
+SKIPS_FILE=deploy/helm/checkov-skips.yaml
+K8S_VERSIONS=(1.34.0 1.35.0 1.36.0 1.37.0)
+RELEASE=tasks
+NAMESPACE=tasks
+export PATH="$ROOT/.tools/bin:$PATH"
+# checkov: no calls home (the machines reach no such service).
+export BC_SKIP_MAPPING=TRUE CHECKOV_SKIP_DOWNLOAD=TRUE
+IN_CI=false
+[[ "${CI:-}" == "true" ]] && IN_CI=true
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+passed=0 failed=0 skipped=0
+FAILED_NAMES=()
+pass() { passed=$((passed + 1)); printf 'PASS  %s\n' "$1"; }
+fail() { failed=$((failed + 1)); FAILED_NAMES+=("$1"); printf 'FAIL  %s\n' "$1"; }
+skip() { skipped=$((skipped + 1)); printf 'SKIP  %s (%s)\n' "$1" "$2"; }
+
+# run NAME CMD...: run a check, PASS on exit 0, else FAIL with the tail of its output.
+run() {
+  local name="$1"; shift
+  local log="$WORK/log.$$.$RANDOM"
+  if "$@" >"$log" 2>&1; then
+    pass "$name"
+    [[ -n "${SHOW_ON_PASS:-}" ]] && sed 's/^/      -> /' "$log" | tail -n 1
+  else
+    fail "$name"
+    sed 's/^/      | /' "$log" | tail -n 40
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+declare -A HAVE=()
+for tool in helm helm3 kubernetes-validate checkov readme-generator yamllint; do
+  if scripts/ensure-tools.sh "$tool" >"$WORK/tool-$tool.log" 2>&1; then
+    HAVE[$tool]=1
+    pass "tool available: $tool"
+  elif $IN_CI; then
+    fail "tool available: $tool (CI=true: a missing tool is a failure)"
+    sed 's/^/      | /' "$WORK/tool-$tool.log" | tail -n 20
+  else
+    skip "tool available: $tool" "install failed; checks needing it are skipped outside CI"
+    sed 's/^/      | /' "$WORK/tool-$tool.log" | tail -n 5
+  fi
+done
+has() { [[ -n "${HAVE[$1]:-}" ]]; }
+# need TOOL CHECK-NAME: true when TOOL is there; otherwise records SKIP (FAIL under CI).
+need() {
+  has "$1" && return 0
+  if $IN_CI; then fail "$2 (missing tool $1)"; else skip "$2" "missing tool $1"; fi
+  return 1
+}
+PY="$ROOT/.tools/venv/bin/python"
+[[ -x "$PY" ]] || PY=python3
+
+# Values files that must render: the overlays, and the CI files that are not bad-*.
+declare -A VALUES=()
+for f in "$OVERLAY_DIR"/*.yaml; do VALUES[$(basename "$f" .yaml)]="$f"; done
+for f in "$CI_DIR"/*.yaml; do
+  n="$(basename "$f" .yaml)"
+  [[ "$n" == bad-* ]] && continue
+  VALUES[$n]="$f"
+done
+NAMES=($(printf '%s\n' "${!VALUES[@]}" | sort))
+for required in local staging production; do
+  [[ -n "${VALUES[$required]:-}" ]] || fail "overlay $OVERLAY_DIR/$required.yaml exists"
+done
+
+# ---------------------------------------------------------------------------
+# helm lint --strict (Helm 4 and Helm 3)
+# ---------------------------------------------------------------------------
+for h in helm helm3; do
+  for n in "${NAMES[@]}"; do
+    need "$h" "$h lint --strict ($n)" || continue
+    run "$h lint --strict ($n)" "$h" lint --strict "$CHART" -f "${VALUES[$n]}" --namespace "$NAMESPACE"
+  done
+done
+
+# ---------------------------------------------------------------------------
+# helm template (Helm 4 and Helm 3): both render, and render the same
+# ---------------------------------------------------------------------------
+render() { # render HELM NAME KUBEVERSION OUT
+  "$1" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" -f "${VALUES[$2]}" --kube-version "$3" >"$4"
+}
+for n in "${NAMES[@]}"; do
+  for h in helm helm3; do
+    need "$h" "$h template ($n)" || continue
+    run "$h template ($n)" render "$h" "$n" "${K8S_VERSIONS[0]}" "$WORK/$h-$n.yaml"
+  done
+  if has helm && has helm3 && [[ -s "$WORK/helm-$n.yaml" && -s "$WORK/helm3-$n.yaml" ]]; then
+    run "Helm 4 and Helm 3 render identical manifests ($n)" diff -u "$WORK/helm3-$n.yaml" "$WORK/helm-$n.yaml"
+  fi
+done
+
+# ---------------------------------------------------------------------------
+# Strict validation against Kubernetes 1.34-1.37
+# ---------------------------------------------------------------------------
+# split_docs IN OUTDIR: one file per rendered resource, named kind-name.yaml; prints
+# the kinds with no bundled schema (CRDs) to OUTDIR/crds.list.
+split_docs() {
+  "$PY" - "$1" "$2" <<'PY'
+import os, sys, yaml
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("gateway.networking.k8s.io/v1", "HTTPRoute")}
+crds = []
+with open(src) as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+for d in docs:
+    name = f"{d['kind'].lower()}-{d['metadata']['name']}.yaml"
+    with open(os.path.join(out, name), "w") as f:
+        yaml.safe_dump(d, f, sort_keys=False)
+    if (d["apiVersion"], d["kind"]) in CRDS:
+        crds.append(name)
+with open(os.path.join(out, "crds.list"), "w") as f:
+    f.write("".join(c + "\n" for c in crds))
+PY
+}
+
+# CRD kinds: no schema ships with kubernetes-validate, so they are checked against a
+# strict schema of exactly the fields the chart renders (names as in the upstream CRDs).
+validate_crds() { # validate_crds DIR
+  "$PY" - "$1" <<'PY'
+import os, sys, yaml, jsonschema
+d = sys.argv[1]
+s = lambda **k: {"type": "string", **k}
+def o(props, req=(), extra=False):
+    return {"type": "object", "properties": props, "required": list(req), "additionalProperties": extra}
+meta = o({"name": s(), "namespace": s(), "labels": {"type": "object"}, "annotations": {"type": "object"}}, ["name", "namespace"])
+port = {"type": "integer", "minimum": 1, "maximum": 65535}
+schemas = {
+  "ServiceMonitor": o({"apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"}, "metadata": meta,
+    "spec": o({
+      "selector": o({"matchLabels": {"type": "object", "additionalProperties": s()}}, ["matchLabels"]),
+      "namespaceSelector": o({"matchNames": {"type": "array", "items": s()}}),
+      "endpoints": {"type": "array", "minItems": 1, "items": o({
+          "port": s(), "path": s(pattern="^/"), "scheme": {"enum": ["http", "https"]},
+          "interval": s(pattern="^[0-9]+(ms|s|m|h)$"), "scrapeTimeout": s(pattern="^[0-9]+(ms|s|m|h)$")}, ["port"])},
+    }, ["selector", "endpoints"])}, ["apiVersion", "kind", "metadata", "spec"]),
+  "HTTPRoute": o({"apiVersion": {"const": "gateway.networking.k8s.io/v1"}, "kind": {"const": "HTTPRoute"}, "metadata": meta,
+    "spec": o({
+      "parentRefs": {"type": "array", "minItems": 1, "items": o({"group": s(), "kind": s(), "name": s(minLength=1),
+          "namespace": s(), "sectionName": s(), "port": port}, ["name"])},
+      "hostnames": {"type": "array", "items": s()},
+      "rules": {"type": "array", "minItems": 1, "items": o({
+          "matches": {"type": "array", "items": o({"path": o({"type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]}, "value": s(pattern="^/")}, ["type", "value"])})},
+          "backendRefs": {"type": "array", "minItems": 1, "items": o({"name": s(minLength=1), "port": port}, ["name", "port"])}})},
+    }, ["parentRefs", "rules"])}, ["apiVersion", "kind", "metadata", "spec"]),
+}
+bad = 0
+for name in open(os.path.join(d, "crds.list")).read().split():
+    doc = yaml.safe_load(open(os.path.join(d, name)))
+    errs = list(jsonschema.Draft7Validator(schemas[doc["kind"]]).iter_errors(doc))
+    for e in errs:
+        print(f"{name}: {'/'.join(map(str, e.absolute_path))}: {e.message}")
+    bad += len(errs)
+    if not errs:
+        print(f"{name}: {doc['kind']} {doc['apiVersion']} matches the strict CRD-field schema")
+sys.exit(1 if bad else 0)
+PY
+}
+
+# validate_k8s DIR VERSION: every non-CRD resource, strictly.
+validate_k8s() {
+  local dir="$1" v="$2" files=()
+  local f
+  for f in "$dir"/*.yaml; do
+    grep -qxF "$(basename "$f")" "$dir/crds.list" && continue
+    files+=("$f")
+  done
+  local out
+  out="$(kubernetes-validate --strict --kubernetes-version "$v" "${files[@]}" 2>&1)"
+  local rc=$?
+  echo "$out"
+  # Anything but a pass (an unknown kind, a warning) is a failure here.
+  [[ $rc -eq 0 ]] && ! grep -qvE '^INFO .* passed for resource ' <<<"$out"
+}
+
+if need kubernetes-validate "kubernetes-validate works offline"; then
+  # Canary: the validator must reject an unknown field, or a green run means nothing.
+  mkdir -p "$WORK/canary"
+  cat >"$WORK/canary/bad.yaml" <<'EOF'
+apiVersion: v1
+kind: Service
+metadata: {name: canary}
+spec:
+  ports: [{port: 80}]
+  selectr: {app: x}
+EOF
+  run "kubernetes-validate --strict rejects an unknown field (canary)" \
+    bash -c '! kubernetes-validate --strict --kubernetes-version 1.34.0 "$1"' _ "$WORK/canary/bad.yaml"
+  for n in "${NAMES[@]}"; do
+    has helm || break
+    for v in "${K8S_VERSIONS[@]}"; do
+      dir="$WORK/split-$n-$v"
+      if ! render helm "$n" "$v" "$WORK/render-$n-$v.yaml" 2>"$WORK/render.err"; then
+        fail "kubernetes $v strict validation ($n): render failed"; sed 's/^/      | /' "$WORK/render.err"; continue
+      fi
+      split_docs "$WORK/render-$n-$v.yaml" "$dir"
+      count=$(( $(ls "$dir"/*.yaml | wc -l) - $(wc -l <"$dir/crds.list") ))
+      run "kubernetes $v strict validation ($n: $count resources)" validate_k8s "$dir" "$v"
+    done
+    dir="$WORK/split-$n-${K8S_VERSIONS[0]}"
+    if [[ -s "$dir/crds.list" ]]; then
+      run "CRD kinds without bundled schema checked strictly ($n: $(paste -sd, "$dir/crds.list"))" validate_crds "$dir"
+    fi
+  done
+fi
+
+# ---------------------------------------------------------------------------
+# checkov: zero failures; skips only from the skip file, applied per resource
+# ---------------------------------------------------------------------------
+# annotate_skips NAME SRCDIR DSTDIR: copy the rendered files, adding checkov skip
+# annotations to the resources the skip file's filters match.
+annotate_skips() {
+  "$PY" - "$1" "$2" "$3" "$SKIPS_FILE" <<'PY'
+import os, sys, yaml
+name, src, dst, skips_file = sys.argv[1:5]
+skips = yaml.safe_load(open(skips_file))["skips"]
+for s in skips:
+    assert s.get("check") and s.get("reason", "").strip(), f"skip without check id or reason: {s}"
+os.makedirs(dst, exist_ok=True)
+applied = 0
+for fn in sorted(os.listdir(src)):
+    if not fn.endswith(".yaml"):
+        continue
+    doc = yaml.safe_load(open(os.path.join(src, fn)))
+    comp = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+    n = 0
+    for s in skips:
+        if "overlays" in s and name not in s["overlays"]: continue
+        if "kinds" in s and doc["kind"] not in s["kinds"]: continue
+        if "components" in s and comp not in s["components"]: continue
+        n += 1
+        reason = " ".join(s["reason"].split()).replace("=", ":")
+        doc["metadata"].setdefault("annotations", {})[f"checkov.io/skip{n}"] = f"{s['check']}={reason}"
+        print(f"skip {s['check']} on {doc['kind']}/{doc['metadata']['name']}")
+        applied += 1
+    with open(os.path.join(dst, fn), "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+print(f"{applied} skip annotations applied")
+PY
+}
+
+# checkov_scan NAME DIR: run checkov, print its figures, fail on any failed check.
+checkov_scan() {
+  local n="$1" dir="$2"
+  checkov -d "$dir" --framework kubernetes --quiet --compact --skip-download -o json \
+    >"$WORK/checkov-$n.json" 2>"$WORK/checkov-$n.err"
+  "$PY" - "$WORK/checkov-$n.json" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+reports = data if isinstance(data, list) else [data]
+failed = 0
+for r in reports:
+    s = r.get("summary", {})
+    print(f"checkov: passed={s.get('passed')} failed={s.get('failed')} skipped={s.get('skipped')} "
+          f"parsing_errors={s.get('parsing_errors')} resources={s.get('resource_count')}")
+    res = r.get("results", {})
+    for c in res.get("failed_checks", []):
+        print(f"  FAILED {c['check_id']} {c['check_name']} :: {c['resource']}")
+    for c in res.get("skipped_checks", []):
+        print(f"  skipped {c['check_id']} :: {c['resource']}")
+    failed += s.get("failed", 0) + s.get("parsing_errors", 0)
+    if not s.get("passed"):
+        failed += 1
+sys.exit(1 if failed else 0)
+PY
+}
+
+for n in "${NAMES[@]}"; do
+  need checkov "checkov ($n)" || continue
+  dir="$WORK/split-$n-${K8S_VERSIONS[0]}"
+  if [[ ! -d "$dir" ]]; then
+    has helm && render helm "$n" "${K8S_VERSIONS[0]}" "$WORK/ck-$n.yaml" 2>/dev/null && split_docs "$WORK/ck-$n.yaml" "$dir"
+  fi
+  [[ -d "$dir" ]] || { fail "checkov ($n): nothing rendered"; continue; }
+  annotate_skips "$n" "$dir" "$WORK/checkov-in-$n" >"$WORK/skips-$n.log" 2>&1 \
+    || { fail "checkov ($n): skip file unusable"; sed 's/^/      | /' "$WORK/skips-$n.log"; continue; }
+  if checkov_scan "$n" "$WORK/checkov-in-$n" >"$WORK/checkov-$n.log" 2>&1; then
+    pass "checkov ($n): $(head -n1 "$WORK/checkov-$n.log")"
+  else
+    fail "checkov ($n): $(head -n1 "$WORK/checkov-$n.log")"
+    sed 's/^/      | /' "$WORK/checkov-$n.log" | tail -n 40
+    tail -n 5 "$WORK/checkov-$n.err" | sed 's/^/      | /'
+  fi
+done
+
+# ---------------------------------------------------------------------------
+# Negative tests: every bad-*.yaml must fail, naming the problem
+# ---------------------------------------------------------------------------
+# Each file states its base overlay (`# base: local|staging|production|none`) and a
+# regex (`# expect: ...`, case-insensitive) the error message must match.
+negative() { # negative HELM FILE
+  local h="$1" f="$2" base expect args=() out
+  base="$(sed -n 's/^# base: *//p' "$f" | head -n1)"
+  expect="$(sed -n 's/^# expect: *//p' "$f" | head -n1)"
+  [[ -n "$expect" ]] || { echo "no '# expect:' line in $f"; return 1; }
+  case "$base" in
+    none) ;;
+    local|staging|production) args+=(-f "$OVERLAY_DIR/$base.yaml") ;;
+    *) echo "bad '# base:' line in $f: '$base'"; return 1 ;;
+  esac
+  if out="$("$h" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "${args[@]}" -f "$f" 2>&1)"; then
+    echo "rendered without error (expected: /$expect/)"; return 1
+  fi
+  if grep -qiE -- "$expect" <<<"$out"; then
+    echo "failed as expected: $(grep -iE -- "$expect" <<<"$out" | head -n1)"
+  else
+    echo "failed, but the error does not match /$expect/:"; echo "$out" | head -n 10; return 1
+  fi
+}
+for f in "$CI_DIR"/bad-*.yaml; do
+  for h in helm helm3; do
+    need "$h" "negative $(basename "$f" .yaml) ($h)" || continue
+    SHOW_ON_PASS=1 run "negative $(basename "$f" .yaml) ($h)" negative "$h" "$f"
+  done
+done
+
+# ---------------------------------------------------------------------------
+# README parameter tables in sync with values.yaml
+# ---------------------------------------------------------------------------
+readme_in_sync() {
+  local tmp="$WORK/readme"
+  mkdir -p "$tmp"
+  cp "$CHART/values.yaml" "$CHART/README.md" "$tmp/"
+  readme-generator --values "$tmp/values.yaml" --readme "$tmp/README.md" >"$tmp/gen.log" 2>&1 \
+    || { cat "$tmp/gen.log"; return 1; }
+  diff -u "$CHART/README.md" "$tmp/README.md" \
+    || { echo "README.md is stale: run readme-generator --values $CHART/values.yaml --readme $CHART/README.md"; return 1; }
+}
+if need readme-generator "chart README parameters match values.yaml"; then
+  run "chart README parameters match values.yaml (readme-generator)" readme_in_sync
+fi
+
+# ---------------------------------------------------------------------------
+# yamllint over the values files (templates are not plain YAML)
+# ---------------------------------------------------------------------------
+if need yamllint "yamllint values files"; then
+  run "yamllint values.yaml, overlays, CI files and skip file" yamllint -s -d \
+    '{extends: default, rules: {line-length: {max: 160}, document-start: disable, comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' \
+    "$CHART/values.yaml" "$CHART/Chart.yaml" "$OVERLAY_DIR" "$CI_DIR" "$SKIPS_FILE"
+fi
+
+# The JSON schema itself must be valid JSON Schema (draft-07).
+run "values.schema.json is a valid draft-07 JSON schema" "$PY" -c '
+import json, sys, jsonschema
+jsonschema.Draft7Validator.check_schema(json.load(open(sys.argv[1])))' "$CHART/values.schema.json"
+
+echo
+if [[ $failed -gt 0 ]]; then
+  echo "failed checks:"; printf '  - %s\n' "${FAILED_NAMES[@]}"
+fi
+if [[ $skipped -gt 0 ]]; then
+  echo "$passed passed, $failed failed, $skipped skipped"
+else
+  echo "$passed passed, $failed failed"
+fi
+[[ $failed -eq 0 ]]
