@@ -40,11 +40,19 @@ die() { printf 'ensure-tools: FAILED to install %s: %s\n' "$1" "$2" >&2; exit 1;
 mkdir -p "$BIN"
 
 ensure_venv() {
-  if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating Python virtualenv .tools/venv"
-    "$PYTHON" -m venv "$VENV" || die venv "python3 -m venv failed (Debian: apt-get install python3-venv)"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+  if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then return; fi
+  log "creating Python virtualenv .tools/venv"
+  rm -rf "$VENV"
+  if "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+    return
   fi
+  # Debian's python3 ships without ensurepip: create the venv without pip and let the
+  # system pip (PEP 668 allows installing into a venv) put pip into it.
+  rm -rf "$VENV"
+  "$PYTHON" -m venv --without-pip "$VENV" \
+    || die venv "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$PYTHON" -m pip --python "$VENV/bin/python" install --quiet pip \
+    || die venv "no pip in .tools/venv (Debian: apt-get install python3-venv python3-pip)"
 }
 
 # pip_tool NAME REQUIREMENT EXECUTABLE...: install REQUIREMENT into the venv unless the
@@ -73,9 +81,10 @@ extract_layer() {
   tmp="$(mktemp -d)"
   # shellcheck disable=SC2064
   trap "rm -rf '$tmp'" RETURN
-  "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps -d "$tmp" "$req" \
+  ensure_venv
+  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps -d "$tmp" "$req" \
     || return 1
-  "$PYTHON" - "$tmp" "$dest" <<'PY'
+  "$VENV/bin/python" - "$tmp" "$dest" <<'PY'
 import glob, io, os, sys, tarfile, zipfile
 tmp, dest = sys.argv[1], sys.argv[2]
 wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]

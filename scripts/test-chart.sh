@@ -367,6 +367,18 @@ if need yamllint "yamllint values files"; then
     "$CHART/values.yaml" "$CHART/Chart.yaml" "$OVERLAY_DIR" "$CI_DIR" "$SKIPS_FILE"
 fi
 
+# Chart.yaml's kubeVersion gate: clusters older than 1.29 are refused.
+kube_gate() {
+  local out
+  if out="$(helm template "$RELEASE" "$CHART" -f "$OVERLAY_DIR/local.yaml" --kube-version 1.28.9 2>&1)"; then
+    echo "rendered for Kubernetes 1.28"; return 1
+  fi
+  grep -i "kubeVersion" <<<"$out"
+}
+if need helm "kubeVersion gate"; then
+  run "kubeVersion >=1.29 gate refuses Kubernetes 1.28" kube_gate
+fi
+
 # The JSON schema itself must be valid JSON Schema (draft-07).
 run "values.schema.json is a valid draft-07 JSON schema" "$PY" -c '
 import json, sys, jsonschema
