@@ -1,0 +1,90 @@
+//! The HTTP API: routes, middleware order and error handling.
+
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+pub mod tasks;
+
+use actix_web::http::StatusCode;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpResponse, web};
+
+use problem::{problem_for_any_error, problem_response};
+
+/// Per-app limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone {
+    move || {
+        let mut response = problem_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "about:blank",
+            Some(format!("allowed methods: {allow}")),
+            Vec::new(),
+        );
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+            response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+        }
+        std::future::ready(response)
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    problem_response(StatusCode::NOT_FOUND, "about:blank", Some("no such resource".into()), Vec::new())
+}
+
+/// Mounts the API on an app that already holds `web::Data<ApiState>` and
+/// `web::Data<Draining>`.
+pub fn configure(limits: Limits) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::PayloadConfig::new(limits.max_body_bytes))
+            .service(
+                web::resource("/v1/tasks")
+                    .route(web::get().to(tasks::list))
+                    .route(web::post().to(tasks::create))
+                    .default_service(web::to(method_not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/v1/tasks/{id}")
+                    .route(web::get().to(tasks::get))
+                    .route(web::patch().to(tasks::update))
+                    .route(web::delete().to(tasks::delete))
+                    .default_service(web::to(method_not_allowed("GET, PATCH, DELETE"))),
+            )
+            .service(
+                web::resource("/openapi.json")
+                    .route(web::get().to(openapi::openapi_json))
+                    .default_service(web::to(method_not_allowed("GET"))),
+            )
+            .default_service(web::to(not_found));
+    }
+}
+
+/// The API application: routes, the error-to-problem conversion, and request
+/// correlation (outermost, so it sees the final response).
+pub fn app(
+    state: web::Data<tasks::ApiState>,
+    draining: web::Data<middleware::Draining>,
+    limits: Limits,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(draining)
+        .configure(configure(limits))
+        .wrap(ErrorHandlers::new().default_handler(problem_for_any_error))
+        .wrap(from_fn(middleware::correlate))
+}

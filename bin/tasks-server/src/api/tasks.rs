@@ -1,0 +1,309 @@
+//! `/v1/tasks` handlers.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tasks_domain::{Claim, IdempotencyStore, ListQuery, Precondition, StoredResponse, Task, TaskRepository, TaskService};
+use uuid::Uuid;
+
+use super::problem::{ApiError, Problem};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The use cases.
+    pub tasks: TaskService<dyn TaskRepository>,
+    /// Idempotency keys.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiState")
+    }
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn etag(task: &Task) -> String {
+    format!("\"{}\"", task.version)
+}
+
+fn task_response(status: StatusCode, task: &Task) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    response.insert_header((header::ETAG, etag(task)));
+    if status == StatusCode::CREATED {
+        response.insert_header((header::LOCATION, format!("/v1/tasks/{}", task.id)));
+    }
+    response.json(task)
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| ApiError::MalformedId(format!("{raw:?} is not a UUID")))
+}
+
+/// Accepts `application/json` and any `+json` type (e.g. `application/merge-patch+json`).
+fn require_json(req: &HttpRequest, advertised: &'static str) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType(advertised));
+    };
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if json { Ok(()) } else { Err(ApiError::UnsupportedMediaType(advertised)) }
+}
+
+fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// `If-Match`: `*` or a list of strong entity tags `"<version>"`. Weak or foreign tags
+/// can never match (RFC 9110 requires strong comparison), so they fail the precondition.
+fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
+    let mut versions = Vec::new();
+    let mut present = false;
+    for value in headers.get_all(header::IF_MATCH) {
+        present = true;
+        let text = value.to_str().map_err(|_| ApiError::BadHeader("If-Match"))?;
+        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tag == "*" {
+                return Ok(Some(Precondition::Exists));
+            }
+            let version = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).and_then(|t| t.parse::<i64>().ok());
+            // An unparseable tag is a version no task has.
+            versions.push(version.unwrap_or(0));
+        }
+    }
+    Ok(present.then_some(Precondition::VersionIn(versions)))
+}
+
+fn none_match(headers: &HeaderMap, task: &Task) -> bool {
+    let current = etag(task);
+    headers.get_all(header::IF_NONE_MATCH).filter_map(|v| v.to_str().ok()).any(|text| {
+        text.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == current)
+    })
+}
+
+/// Create a task.
+#[utoipa::path(
+    post, path = "/v1/tasks", tag = "tasks",
+    request_body(content = inline(NewTaskBody), content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first response is replayed for 24 hours")),
+    responses(
+        (status = 201, description = "Created", body = Task, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid task, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    require_json(&req, "application/json")?;
+    let key = match req.headers().get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().map_err(|_| ApiError::BadHeader("Idempotency-Key"))?;
+            if key.is_empty() || key.len() > 255 {
+                return Err(ApiError::BadHeader("Idempotency-Key"));
+            }
+            Some(key.to_owned())
+        }
+    };
+    let Some(key) = key else {
+        let input = parse_json(&body)?;
+        let task = state.tasks.create(&input).await?;
+        return Ok(task_response(StatusCode::CREATED, &task));
+    };
+
+    let fingerprint = Sha256::new().chain_update(b"POST /v1/tasks\n").chain_update(&body).finalize();
+    match state.idempotency.claim(&key, &fingerprint).await.map_err(tasks_domain::DomainError::from)? {
+        Claim::Replay(stored) => return Ok(replay(&stored)),
+        Claim::Mismatch => return Err(ApiError::IdempotencyMismatch),
+        Claim::InFlight => return Err(ApiError::IdempotencyInFlight),
+        Claim::Claimed => {}
+    }
+    let outcome = match parse_json(&body) {
+        Ok(input) => state.tasks.create(&input).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let stored = match &outcome {
+        Ok(task) => Some(StoredResponse {
+            status: 201,
+            headers: vec![
+                ("location".into(), format!("/v1/tasks/{}", task.id)),
+                ("etag".into(), etag(task)),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: serde_json::to_vec(task).unwrap_or_default(),
+        }),
+        // Deterministic rejections replay too; failures worth retrying do not.
+        Err(e) if actix_web::ResponseError::status_code(e).is_client_error() => None,
+        Err(_) => None,
+    };
+    match stored {
+        Some(stored) => {
+            if let Err(e) = state.idempotency.complete(&key, &stored).await {
+                tracing::warn!(error = %super::problem::error_chain(&e), "could not record idempotent response");
+            }
+        }
+        None => {
+            if let Err(e) = state.idempotency.release(&key).await {
+                tracing::warn!(error = %super::problem::error_chain(&e), "could not release idempotency key");
+            }
+        }
+    }
+    outcome.map(|task| task_response(StatusCode::CREATED, &task))
+}
+
+fn replay(stored: &StoredResponse) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in &stored.headers {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.insert_header((name.as_str(), value));
+        }
+    }
+    response.insert_header(("idempotent-replayed", "true"));
+    response.body(stored.body.clone())
+}
+
+/// Fetch one task.
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id (UUID)"),
+           ("If-None-Match" = Option<String>, Header, description = "ETag held by the client")),
+    responses(
+        (status = 200, description = "The task", body = Task, headers(("ETag" = String))),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(req: HttpRequest, id: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let task = state.tasks.get(parse_id(&id)?).await?;
+    if none_match(req.headers(), &task) {
+        return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag(&task))).finish());
+    }
+    Ok(task_response(StatusCode::OK, &task))
+}
+
+/// Raw list parameters; validated by the domain.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only tasks in this state: `todo`, `in_progress` or `done`.
+    status: Option<String>,
+    /// Page size, 1–100 (default 20).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List tasks, newest first.
+#[utoipa::path(
+    get, path = "/v1/tasks", tag = "tasks",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page", body = tasks_domain::Page),
+        (status = 400, description = "Bad limit, cursor or status", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(params: web::Query<ListParams>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let query = ListQuery::parse(params.status.as_deref(), params.limit.as_deref(), params.cursor.as_deref())?;
+    Ok(HttpResponse::Ok().json(state.tasks.list(&query).await?))
+}
+
+/// Change a task (JSON merge patch).
+#[utoipa::path(
+    patch, path = "/v1/tasks/{id}", tag = "tasks",
+    request_body(content = inline(PatchTaskBody), content_type = "application/merge-patch+json"),
+    params(("id" = String, Path, description = "Task id (UUID)"),
+           ("If-Match" = Option<String>, Header, description = "Only apply if the task still has this ETag")),
+    responses(
+        (status = 200, description = "Updated", body = Task, headers(("ETag" = String))),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The task changed since the given ETag", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid change", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update(
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    require_json(&req, "application/merge-patch+json")?;
+    let precondition = if_match(req.headers())?;
+    let input = parse_json(&body)?;
+    let task = state.tasks.update(id, &input, precondition.as_ref()).await?;
+    Ok(task_response(StatusCode::OK, &task))
+}
+
+/// Delete a task.
+#[utoipa::path(
+    delete, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id (UUID)"),
+           ("If-Match" = Option<String>, Header, description = "Only delete if the task still has this ETag")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The task changed since the given ETag", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(req: HttpRequest, id: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let precondition = if_match(req.headers())?;
+    state.tasks.delete(id, precondition.as_ref()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Body of `POST /v1/tasks` (documentation only; validation lives in the domain).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct NewTaskBody {
+    /// 1–200 characters after trimming.
+    #[schema(min_length = 1, max_length = 200)]
+    title: String,
+    /// Up to 10,000 characters.
+    #[schema(max_length = 10000)]
+    description: Option<String>,
+    /// Defaults to `todo`.
+    status: Option<tasks_domain::Status>,
+    /// RFC 3339 date-time.
+    #[schema(format = DateTime)]
+    due_at: Option<String>,
+}
+
+/// Body of `PATCH /v1/tasks/{id}`: members present are changed; `null` clears
+/// `description` and `due_at`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct PatchTaskBody {
+    /// 1–200 characters after trimming.
+    #[schema(min_length = 1, max_length = 200)]
+    title: Option<String>,
+    /// Up to 10,000 characters, or null.
+    #[schema(max_length = 10000)]
+    description: Option<String>,
+    /// New state.
+    status: Option<tasks_domain::Status>,
+    /// RFC 3339 date-time, or null.
+    #[schema(format = DateTime)]
+    due_at: Option<String>,
+}

@@ -1,0 +1,141 @@
+//! `tasks-server`: the task tracking API. See the README for the runtime contract.
+
+mod api;
+mod probe;
+mod server;
+mod settings;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Version and git revision, as `--version` prints them.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TASKS_GIT_SHA"), ")");
+
+#[derive(Debug, Parser)]
+#[command(name = "tasks-server", version = VERSION, about = "Task tracking API over PostgreSQL")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API and the admin endpoints (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Validate the configuration, print it with secrets redacted, and exit.
+    CheckConfig,
+    /// GET a URL and exit 0 on a 2xx answer (health checks in shell-less images).
+    Probe {
+        /// `http://host:port/path`
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Probe { url, timeout_secs } => match probe::get(&url, Duration::from_secs(timeout_secs)) {
+            Ok(status) if (200..300).contains(&status) => {
+                println!("{url}: {status}");
+                ExitCode::SUCCESS
+            }
+            Ok(status) => {
+                eprintln!("{url}: {status}");
+                ExitCode::FAILURE
+            }
+            Err(error) => {
+                eprintln!("probe failed: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Openapi => {
+            println!("{}", api::openapi::document());
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig => check_config(),
+        Command::Migrate => run(|loaded| async move {
+            let pool_settings = loaded.value.pool_settings(
+                loaded.origin("database.password").secret_path().map(std::path::Path::to_path_buf),
+            );
+            let applied = tasks_storage::migrate::run_locked(
+                &pool_settings,
+                tasks_storage::embedded::runner(),
+                server::MIGRATION_SCOPE,
+            )
+            .await?;
+            tracing::info!(applied = ?applied.applied, "migrations complete");
+            Ok(())
+        }),
+        Command::Serve => run(server::serve),
+    }
+}
+
+fn check_config() -> ExitCode {
+    match settings::load() {
+        Ok(loaded) => {
+            let log = log_settings(&loaded.value);
+            if let Err(error) = log.filter() {
+                eprintln!("1 configuration problem:\n  - log.level: {error}");
+                return ExitCode::from(2);
+            }
+            println!("# effective configuration (secrets redacted)");
+            for (key, value, origin) in loaded.effective() {
+                println!("{key} = {value}  # {origin}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn log_settings(settings: &settings::Settings) -> tasks_telemetry::LogSettings {
+    tasks_telemetry::LogSettings {
+        level: settings.log.level.clone(),
+        format: match settings.log.format {
+            settings::LogFormat::Json => tasks_telemetry::LogFormat::Json,
+            settings::LogFormat::Pretty => tasks_telemetry::LogFormat::Pretty,
+        },
+    }
+}
+
+/// Loads configuration and logging, then runs `body` on the actix runtime.
+fn run<F, Fut>(body: F) -> ExitCode
+where
+    F: FnOnce(tasks_config::Loaded<settings::Settings>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let loaded = match settings::load() {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = log_settings(&loaded.value).init() {
+        eprintln!("{error}");
+        return ExitCode::from(2);
+    }
+    let effective: serde_json::Map<String, serde_json::Value> =
+        loaded.effective().into_iter().map(|(k, v, _)| (k, v)).collect();
+    tracing::info!(version = VERSION, config = %serde_json::Value::Object(effective), "starting");
+    let outcome = actix_web::rt::System::new().block_on(body(loaded));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "exiting on error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `serve`: composition of the pool, health checks, both listeners, background work and
+//! the graceful drain.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::http::KeepAlive;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tasks_config::Loaded;
+use tasks_domain::{IdempotencyStore, TaskRepository, TaskService};
+use tasks_health::{Health, Kind};
+use tasks_storage::idempotency::PgIdempotencyStore;
+use tasks_storage::pool::{PoolSettings, build_pool, ping};
+use tasks_storage::tasks::PgTaskRepository;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api::middleware::Draining;
+use crate::api::tasks::ApiState;
+use crate::api::{self, Limits};
+use crate::settings::Settings;
+
+/// The advisory-lock scope of this service's migrations.
+pub const MIGRATION_SCOPE: &str = "tasks-server";
+
+/// Runs the service until SIGTERM/SIGINT, then drains and returns.
+pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
+    let settings = loaded.value.clone();
+    let password_file = loaded.origin("database.password").secret_path().map(Path::to_path_buf);
+    let pool_settings = settings.pool_settings(password_file);
+    let pool = build_pool(&pool_settings).context("building the database pool")?;
+    let workers = settings.workers();
+
+    let health = Health::new();
+    let ready_to_serve = Arc::new(AtomicBool::new(false));
+    register_checks(&health, &pool, &ready_to_serve);
+    tokio::spawn(prepare_schema(pool_settings.clone(), settings.database.migrate_on_start, ready_to_serve.clone(), health.clone()));
+    tokio::spawn(purge_idempotency_keys(PgIdempotencyStore::new(pool.clone()), health.clone()));
+
+    let repository: Arc<dyn TaskRepository> = Arc::new(PgTaskRepository::new(pool.clone()));
+    let idempotency: Arc<dyn IdempotencyStore> = Arc::new(PgIdempotencyStore::new(pool.clone()));
+    let state = web::Data::new(ApiState { tasks: TaskService::new(repository), idempotency });
+    let draining = web::Data::new(Draining::default());
+    let limits = Limits { max_body_bytes: settings.http.max_body_bytes };
+    let timeout = settings.shutdown.timeout_secs;
+
+    let api_draining = draining.clone();
+    let api = HttpServer::new(move || api::app(state.clone(), api_draining.clone(), limits))
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(timeout)
+        .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+        .client_request_timeout(Duration::from_millis(settings.http.client_timeout_ms))
+        .bind((settings.http.host.as_str(), settings.http.port))
+        .with_context(|| format!("binding the API listener to {}:{}", settings.http.host, settings.http.port))?
+        .run();
+
+    let admin_health = web::Data::new(health.clone());
+    let admin = HttpServer::new(move || App::new().app_data(admin_health.clone()).configure(tasks_health::routes))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind((settings.admin.host.as_str(), settings.admin.port))
+        .with_context(|| format!("binding the admin listener to {}:{}", settings.admin.host, settings.admin.port))?
+        .run();
+
+    tracing::info!(
+        api = %format!("{}:{}", settings.http.host, settings.http.port),
+        admin = %format!("{}:{}", settings.admin.host, settings.admin.port),
+        workers,
+        pool_max_size = pool_settings.max_size,
+        "listening"
+    );
+
+    let drain = tokio::spawn(drain_on_signal(
+        health,
+        draining,
+        Duration::from_secs(settings.shutdown.drain_delay_secs),
+        api.handle(),
+        admin.handle(),
+    ));
+    let (api_result, admin_result) = futures_util::future::join(api, admin).await;
+    api_result.context("API server")?;
+    admin_result.context("admin server")?;
+    drain.abort();
+    pool.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn register_checks(health: &Health, pool: &deadpool_postgres::Pool, ready_to_serve: &Arc<AtomicBool>) {
+    let pool = pool.clone();
+    health.register("database", Kind::Readiness, Duration::from_secs(2), Duration::from_secs(1), move || {
+        let pool = pool.clone();
+        async move { ping(&pool).await }
+    });
+    let ready = ready_to_serve.clone();
+    health.register("migrations", Kind::Readiness, Duration::from_secs(1), Duration::ZERO, move || {
+        let done = ready.load(Ordering::SeqCst);
+        async move { if done { Ok(()) } else { Err("schema migrations not yet applied") } }
+    });
+}
+
+/// Applies (or, without `migrate_on_start`, waits for someone else to apply) the
+/// migrations, retrying with capped exponential backoff while the database is late, so
+/// a first install never crash-loops waiting for PostgreSQL.
+async fn prepare_schema(settings: PoolSettings, migrate: bool, ready: Arc<AtomicBool>, health: Health) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if health.is_shutting_down() {
+            return;
+        }
+        let outcome = if migrate {
+            tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), MIGRATION_SCOPE)
+                .await
+                .map(|applied| {
+                    tracing::info!(applied = ?applied.applied, "schema is current");
+                })
+        } else {
+            tasks_storage::migrate::pending(&settings, &tasks_storage::embedded::runner()).await.and_then(|pending| {
+                if pending.is_empty() {
+                    Ok(())
+                } else {
+                    Err(tasks_storage::StorageError::Migration(format!("pending: {}", pending.join(", "))))
+                }
+            })
+        };
+        match outcome {
+            Ok(()) => {
+                ready.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "database schema not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn purge_idempotency_keys(store: PgIdempotencyStore, health: Health) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        if health.is_shutting_down() {
+            return;
+        }
+        match store.purge_expired(1_000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys removed"),
+            Err(error) => tracing::debug!(%error, "idempotency key sweep skipped"),
+        }
+    }
+}
+
+async fn drain_on_signal(
+    health: Health,
+    draining: web::Data<Draining>,
+    drain_delay: Duration,
+    api: actix_web::dev::ServerHandle,
+    admin: actix_web::dev::ServerHandle,
+) {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    // Readiness fails at once; traffic keeps being served while endpoints update.
+    health.begin_shutdown();
+    draining.0.store(true, Ordering::SeqCst);
+    tracing::info!(signal = name, drain_delay_secs = drain_delay.as_secs(), "shutdown requested; draining");
+    let forced = tokio::select! {
+        () = tokio::time::sleep(drain_delay) => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    };
+    tracing::info!(forced, "no longer accepting connections; finishing in-flight requests");
+    // `stop(true)` waits for in-flight requests up to the shutdown timeout.
+    api.stop(!forced).await;
+    admin.stop(true).await;
+}
