@@ -12,6 +12,9 @@ use refinery::Runner;
 use crate::StorageError;
 use crate::pool::PoolSettings;
 
+/// refinery's history table (its default name).
+const HISTORY_TABLE: &str = "refinery_schema_history";
+
 /// The advisory lock key for `scope` (stable across processes and releases).
 #[must_use]
 pub fn lock_key(scope: &str) -> i64 {
@@ -55,6 +58,13 @@ pub async fn run_locked(settings: &PoolSettings, runner: Runner, scope: &str) ->
 /// [`StorageError::Unavailable`] when the database cannot be reached.
 pub async fn pending(settings: &PoolSettings, runner: &Runner) -> Result<Vec<String>, StorageError> {
     let mut client = settings.connect(settings.statement_timeout).await?;
+    let history = client
+        .query_one("SELECT to_regclass($1)::text", &[&HISTORY_TABLE])
+        .await
+        .map_err(StorageError::from_pg)?;
+    if history.get::<_, Option<String>>(0).is_none() {
+        return Ok(runner.get_migrations().iter().map(ToString::to_string).collect());
+    }
     let applied = runner
         .get_applied_migrations_async(&mut client)
         .await

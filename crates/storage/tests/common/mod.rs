@@ -1,0 +1,32 @@
+//! Shared set-up for the storage integration tests.
+
+use std::time::Duration;
+
+use tasks_storage::pool::{Password, PoolSettings, build_pool};
+use tasks_storage::tls::SslMode;
+use tasks_test_support::TestDatabase;
+
+pub fn settings(db: &TestDatabase) -> PoolSettings {
+    PoolSettings {
+        host: db.host.clone(),
+        port: db.port,
+        name: db.name.clone(),
+        user: db.user.clone(),
+        password: Password::Value(db.password.clone().into()),
+        sslmode: SslMode::Disable,
+        max_size: 8,
+        wait_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        ..PoolSettings::default()
+    }
+}
+
+#[allow(dead_code)] // not every test binary uses it
+/// A fresh database with the schema applied, and a pool on it.
+pub async fn migrated() -> (TestDatabase, PoolSettings, deadpool_postgres::Pool) {
+    let db = tasks_test_support::fresh_database().await;
+    let settings = settings(&db);
+    tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "test").await.unwrap();
+    let pool = build_pool(&settings).unwrap();
+    (db, settings, pool)
+}

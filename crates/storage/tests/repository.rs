@@ -1,0 +1,172 @@
+//! The tasks repository and idempotency store against a real PostgreSQL.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+use tasks_domain::{
+    Claim, DeleteOutcome, IdempotencyStore, ListQuery, NewTask, Status, StoredResponse, TaskPatch, TaskRepository,
+    TaskService, UpdateOutcome,
+};
+use tasks_storage::idempotency::PgIdempotencyStore;
+use tasks_storage::tasks::PgTaskRepository;
+use uuid::Uuid;
+
+fn new_task(title: &str) -> tasks_domain::Task {
+    NewTask::from_json(&json!({"title": title, "description": "d", "due_at": "2030-01-01T00:00:00.123456Z"}))
+        .unwrap()
+        .into_task(Utc::now())
+}
+
+#[tokio::test]
+async fn crud_round_trip_preserves_every_field() {
+    let (_db, _s, pool) = common::migrated().await;
+    let repo = PgTaskRepository::new(pool);
+    let task = new_task("Write tests");
+    repo.insert(&task).await.unwrap();
+    assert_eq!(repo.get(task.id).await.unwrap(), Some(task.clone()));
+    assert_eq!(repo.get(Uuid::now_v7()).await.unwrap(), None);
+
+    let patch = TaskPatch::from_json(&json!({"status": "done", "description": null})).unwrap();
+    let UpdateOutcome::Updated(updated) = repo.update(task.id, &patch, Some(1), Utc::now()).await.unwrap() else {
+        panic!("expected an update");
+    };
+    assert_eq!((updated.status, updated.description.clone(), updated.version), (Status::Done, None, 2));
+    assert_eq!(updated.title, task.title);
+    assert_eq!(updated.due_at, task.due_at);
+    assert_eq!(repo.delete(task.id, Some(2)).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(repo.get(task.id).await.unwrap(), None);
+    assert_eq!(repo.delete(task.id, None).await.unwrap(), DeleteOutcome::NotFound);
+}
+
+#[tokio::test]
+async fn stale_versions_conflict_and_change_nothing() {
+    let (_db, _s, pool) = common::migrated().await;
+    let repo = PgTaskRepository::new(pool);
+    let task = new_task("Contended");
+    repo.insert(&task).await.unwrap();
+    let patch = TaskPatch::from_json(&json!({"title": "first"})).unwrap();
+    assert!(matches!(repo.update(task.id, &patch, Some(1), Utc::now()).await.unwrap(), UpdateOutcome::Updated(_)));
+    let late = TaskPatch::from_json(&json!({"title": "second"})).unwrap();
+    assert_eq!(repo.update(task.id, &late, Some(1), Utc::now()).await.unwrap(), UpdateOutcome::VersionMismatch);
+    assert_eq!(repo.delete(task.id, Some(1)).await.unwrap(), DeleteOutcome::VersionMismatch);
+    assert_eq!(repo.update(Uuid::now_v7(), &late, None, Utc::now()).await.unwrap(), UpdateOutcome::NotFound);
+    let current = repo.get(task.id).await.unwrap().unwrap();
+    assert_eq!((current.title.as_str(), current.version), ("first", 2));
+}
+
+#[tokio::test]
+async fn concurrent_updates_with_the_same_version_let_exactly_one_win() {
+    let (_db, _s, pool) = common::migrated().await;
+    let repo = Arc::new(PgTaskRepository::new(pool));
+    let task = new_task("Race");
+    repo.insert(&task).await.unwrap();
+    let attempts = (0..8).map(|i| {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            let patch = TaskPatch::from_json(&json!({"title": format!("writer {i}")})).unwrap();
+            repo.update(task.id, &patch, Some(1), Utc::now()).await.unwrap()
+        })
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let wins = outcomes.iter().filter(|o| matches!(o.as_ref().unwrap(), UpdateOutcome::Updated(_))).count();
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn pagination_is_stable_while_rows_are_inserted() {
+    let (_db, _s, pool) = common::migrated().await;
+    let repo: Arc<dyn TaskRepository> = Arc::new(PgTaskRepository::new(pool));
+    let service = TaskService::new(repo.clone());
+    let mut originals = Vec::new();
+    for i in 0..25 {
+        originals.push(service.create(&json!({"title": format!("task {i}"), "status": if i % 2 == 0 { "todo" } else { "done" }})).await.unwrap().id);
+    }
+    // Walk pages of 4 while a writer keeps inserting newer tasks.
+    let writer = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                service.create(&json!({"title": format!("late {i}")})).await.unwrap();
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = ListQuery::parse(None, Some("4"), cursor.as_deref()).unwrap();
+        let page = service.list(&query).await.unwrap();
+        assert!(page.items.len() <= 4);
+        seen.extend(page.items.iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    writer.await.unwrap();
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no task appears twice");
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "strictly newest first");
+    for id in &originals {
+        assert!(unique.contains(id), "every task that existed before the walk is seen");
+    }
+
+    let done = service.list(&ListQuery::parse(Some("done"), Some("100"), None).unwrap()).await.unwrap();
+    assert_eq!(done.items.len(), 12);
+    assert!(done.items.iter().all(|t| t.status == Status::Done));
+    assert_eq!(done.next_cursor, None);
+}
+
+#[tokio::test]
+async fn idempotency_claims_replays_mismatches_and_in_flight() {
+    let (_db, _s, pool) = common::migrated().await;
+    let store = PgIdempotencyStore::new(pool.clone());
+    assert_eq!(store.claim("k1", b"fp-a").await.unwrap(), Claim::Claimed);
+    assert_eq!(store.claim("k1", b"fp-a").await.unwrap(), Claim::InFlight);
+    assert_eq!(store.claim("k1", b"fp-b").await.unwrap(), Claim::Mismatch);
+    let response = StoredResponse {
+        status: 201,
+        headers: vec![("location".into(), "/v1/tasks/x".into())],
+        body: b"{\"id\":\"x\"}".to_vec(),
+    };
+    store.complete("k1", &response).await.unwrap();
+    assert_eq!(store.claim("k1", b"fp-a").await.unwrap(), Claim::Replay(response));
+    assert_eq!(store.claim("k1", b"fp-b").await.unwrap(), Claim::Mismatch);
+
+    assert_eq!(store.claim("k2", b"fp").await.unwrap(), Claim::Claimed);
+    store.release("k2").await.unwrap();
+    assert_eq!(store.claim("k2", b"fp").await.unwrap(), Claim::Claimed, "a released key can be claimed again");
+
+    // Concurrent first uses: exactly one claims.
+    let claims = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim("k3", b"same").await.unwrap() })
+    });
+    let outcomes = futures_util::future::join_all(claims).await;
+    assert_eq!(outcomes.iter().filter(|c| *c.as_ref().unwrap() == Claim::Claimed).count(), 1);
+}
+
+#[tokio::test]
+async fn expired_keys_are_reclaimable_and_purged_in_bounded_batches() {
+    let (db, _s, pool) = common::migrated().await;
+    let store = PgIdempotencyStore::new(pool);
+    let client = db.connect().await;
+    store.claim("old", b"fp").await.unwrap();
+    store.complete("old", &StoredResponse { status: 201, headers: vec![], body: vec![] }).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO idempotency_keys (key, fingerprint, status_code, created_at) \
+             SELECT 'expired-' || g, '\\x00', 201, now() - interval '25 hours' FROM generate_series(1, 30) g; \
+             UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.claim("old", b"other").await.unwrap(), Claim::Claimed, "an expired key starts over");
+    assert_eq!(store.purge_expired(10).await.unwrap(), 10);
+    assert_eq!(store.purge_expired(100).await.unwrap(), 20);
+    let left: i64 = client.query_one("SELECT count(*) FROM idempotency_keys", &[]).await.unwrap().get(0);
+    assert_eq!(left, 1);
+}
