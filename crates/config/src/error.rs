@@ -51,14 +51,19 @@ impl Origin {
     }
 
     pub(crate) fn decode(origin: Option<&str>) -> Self {
-        let Some(origin) = origin else { return Self::Default };
+        let Some(origin) = origin else {
+            return Self::Default;
+        };
         let (kind, rest) = origin.split_once(':').unwrap_or(("file", origin));
         match kind {
             "env" => Self::Env(rest.to_owned()),
             "secret" => Self::SecretFile(rest.into()),
             "filevar" => {
                 let (var, path) = rest.split_once('=').unwrap_or((rest, ""));
-                Self::FileVar { var: var.to_owned(), path: path.into() }
+                Self::FileVar {
+                    var: var.to_owned(),
+                    path: path.into(),
+                }
             }
             "default" => Self::Default,
             // The `config` crate's own file source uses the bare path as its origin.
@@ -123,7 +128,11 @@ pub struct ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "{n} configuration problem{}:", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{n} configuration problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for problem in &self.problems {
             write!(f, "\n  - {problem}")?;
         }

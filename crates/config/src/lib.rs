@@ -105,7 +105,11 @@ impl Loader {
         K: Into<String>,
         V: Into<String>,
     {
-        self.env = Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self.env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 
@@ -174,7 +178,9 @@ impl Loader {
         }
         builder = builder.add_source(env);
 
-        let secrets_dir = lookup(&reserved[1]).map(PathBuf::from).or_else(|| self.default_secrets_dir.clone());
+        let secrets_dir = lookup(&reserved[1])
+            .map(PathBuf::from)
+            .or_else(|| self.default_secrets_dir.clone());
         if let Some(dir) = secrets_dir {
             let (values, read_problems) = SecretsDir::new(dir).read();
             problems.extend(read_problems);
@@ -225,12 +231,31 @@ impl Loader {
         let mut attempt = merged;
         let mut retried = BTreeSet::new();
         for _ in 0..MAX_VALUE_ERRORS {
-            problems.iter_mut().filter_map(|p| p.origin.as_mut()).for_each(named_file);
+            problems
+                .iter_mut()
+                .filter_map(|p| p.origin.as_mut())
+                .for_each(named_file);
             match attempt.clone().try_deserialize::<T>() {
                 Ok(value) if problems.is_empty() => return Ok(Loaded { value, origins }),
                 Ok(_) => return Err(ConfigErrors { problems }),
                 Err(e) => {
-                    let problem = problem_from(&e);
+                    let mut problem = problem_from(&e);
+                    if problem.origin.is_none() {
+                        problem.origin = problem.key.as_ref().and_then(|k| origins.get(k)).cloned();
+                    }
+                    if let Some(value) = problem
+                        .message
+                        .strip_prefix("enum ")
+                        .and_then(|m| m.split_once(" does not have variant constructor "))
+                        .map(|(_, v)| v.to_owned())
+                    {
+                        problem.message = match &problem.origin {
+                            Some(origin) if origin.may_quote() => {
+                                format!("invalid value \"{value}\"")
+                            }
+                            _ => "invalid value".to_owned(),
+                        };
+                    }
                     let Some(key) = problem.key.clone() else {
                         problems.push(problem);
                         return Err(ConfigErrors { problems });
@@ -242,7 +267,9 @@ impl Loader {
                     let fallback = defaults
                         .get::<Value>(&key)
                         .unwrap_or_else(|_| Value::new(None, ValueKind::Nil));
-                    builder = builder.set_override(&key, fallback).map_err(|e| single(Some(&key), &e))?;
+                    builder = builder
+                        .set_override(&key, fallback)
+                        .map_err(|e| single(Some(&key), &e))?;
                     attempt = match builder.clone().build() {
                         Ok(next) => next,
                         Err(e) => {
@@ -289,11 +316,19 @@ impl<T: Serialize> Loaded<T> {
     }
 }
 
-fn flatten_json(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+fn flatten_json(
+    prefix: &str,
+    value: &serde_json::Value,
+    out: &mut Vec<(String, serde_json::Value)>,
+) {
     match value {
         serde_json::Value::Object(map) if !map.is_empty() => {
             for (k, v) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_json(&key, v, out);
             }
         }
@@ -310,7 +345,11 @@ fn leaf_origins(config: &Config) -> Result<BTreeMap<String, Origin>, ConfigError
         match &value.kind {
             ValueKind::Table(table) if !table.is_empty() => {
                 for (k, v) in table {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out);
                 }
             }
@@ -331,16 +370,27 @@ fn single(key: Option<&str>, error: &ConfigError) -> ConfigErrors {
     if problem.key.is_none() {
         problem.key = key.map(str::to_owned);
     }
-    ConfigErrors { problems: vec![problem] }
+    ConfigErrors {
+        problems: vec![problem],
+    }
 }
 
 /// Turns the `config` crate's error into a [`Problem`] that names the key and origin and
 /// quotes the offending value only when it did not come from a secret file.
 fn problem_from(error: &ConfigError) -> Problem {
     match error {
-        ConfigError::Type { origin, unexpected, expected, key } => {
+        ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            key,
+        } => {
             let origin = Origin::decode(origin.as_deref());
-            let expected = if expected.contains("integer") { "an integer" } else { expected };
+            let expected = if expected.contains("integer") {
+                "an integer"
+            } else {
+                expected
+            };
             let got = unexpected.to_string();
             let got = match got.strip_prefix("string ") {
                 Some(quoted) if origin.may_quote() => quoted.to_owned(),
@@ -372,7 +422,11 @@ fn problem_from(error: &ConfigError) -> Problem {
             origin: None,
             message: "missing value".to_owned(),
         },
-        other => Problem { key: None, origin: None, message: other.to_string() },
+        other => Problem {
+            key: None,
+            origin: None,
+            message: other.to_string(),
+        },
     }
 }
 

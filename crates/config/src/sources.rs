@@ -25,7 +25,10 @@ impl Source for PrefixedEnv {
             .iter()
             .map(|(key, var, value)| {
                 let origin = Origin::Env(var.clone()).encode();
-                (key.clone(), Value::new(Some(&origin), ValueKind::String(value.clone())))
+                (
+                    key.clone(),
+                    Value::new(Some(&origin), ValueKind::String(value.clone())),
+                )
             })
             .collect())
     }
@@ -48,7 +51,10 @@ impl Source for FileValues {
             .iter()
             .map(|(key, origin, value)| {
                 let origin = origin.encode();
-                (key.clone(), Value::new(Some(&origin), ValueKind::String(value.clone())))
+                (
+                    key.clone(),
+                    Value::new(Some(&origin), ValueKind::String(value.clone())),
+                )
             })
             .collect())
     }
@@ -149,7 +155,9 @@ pub(crate) fn split_env(
     let mut plain = Vec::new();
     let mut indirect = Vec::new();
     for (var, value) in vars {
-        let Some(rest) = var.strip_prefix(&head) else { continue };
+        let Some(rest) = var.strip_prefix(&head) else {
+            continue;
+        };
         if rest.is_empty() || reserved.contains(&var) {
             continue;
         }

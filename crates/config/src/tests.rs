@@ -13,7 +13,10 @@ struct Http {
 
 impl Default for Http {
     fn default() -> Self {
-        Self { host: "0.0.0.0".into(), port: 8080 }
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8080,
+        }
     }
 }
 
@@ -59,11 +62,19 @@ fn defaults_apply_when_nothing_is_set() {
 
 #[test]
 fn environment_overrides_defaults_with_nesting() {
-    let loaded = load(&[("APP_HTTP__PORT", "9000"), ("APP_DATABASE__MODE", "verify-full"), ("APP_DATABASE__MIGRATE", "true")]).unwrap();
+    let loaded = load(&[
+        ("APP_HTTP__PORT", "9000"),
+        ("APP_DATABASE__MODE", "verify-full"),
+        ("APP_DATABASE__MIGRATE", "true"),
+    ])
+    .unwrap();
     assert_eq!(loaded.value.http.port, 9000);
     assert_eq!(loaded.value.database.mode, Mode::VerifyFull);
     assert!(loaded.value.database.migrate);
-    assert_eq!(loaded.origin("http.port"), Origin::Env("APP_HTTP__PORT".into()));
+    assert_eq!(
+        loaded.origin("http.port"),
+        Origin::Env("APP_HTTP__PORT".into())
+    );
 }
 
 #[test]
@@ -85,10 +96,20 @@ fn secrets_dir_overrides_environment_and_skips_kubernetes_internals() {
     fs::create_dir(dir.path().join("..2024_01_01")).unwrap();
     fs::write(dir.path().join("..data"), "ignored").unwrap();
     let secrets = dir.path().to_str().unwrap();
-    let loaded = load(&[("APP_SECRETS_DIR", secrets), ("APP_DATABASE__PASSWORD", "from-env")]).unwrap();
-    assert_eq!(loaded.value.database.password.as_ref().unwrap().expose(), "from-dir");
+    let loaded = load(&[
+        ("APP_SECRETS_DIR", secrets),
+        ("APP_DATABASE__PASSWORD", "from-env"),
+    ])
+    .unwrap();
+    assert_eq!(
+        loaded.value.database.password.as_ref().unwrap().expose(),
+        "from-dir"
+    );
     let origin = loaded.origin("database.password");
-    assert_eq!(origin.secret_path(), Some(dir.path().join("database.password").as_path()));
+    assert_eq!(
+        origin.secret_path(),
+        Some(dir.path().join("database.password").as_path())
+    );
 }
 
 #[test]
@@ -101,7 +122,10 @@ fn only_one_trailing_newline_is_trimmed() {
 
 #[test]
 fn missing_secrets_dir_is_fine() {
-    let loaded = Loader::new("APP").default_secrets_dir("/nonexistent/secrets").with_env(Vec::<(String, String)>::new()).load::<Settings>();
+    let loaded = Loader::new("APP")
+        .default_secrets_dir("/nonexistent/secrets")
+        .with_env(Vec::<(String, String)>::new())
+        .load::<Settings>();
     assert!(loaded.is_ok());
 }
 
@@ -117,29 +141,50 @@ fn file_indirection_wins_over_secrets_dir() {
         ("APP_DATABASE__PASSWORD_FILE", single.to_str().unwrap()),
     ])
     .unwrap();
-    assert_eq!(loaded.value.database.password.as_ref().unwrap().expose(), "from-file-var");
-    assert_eq!(loaded.origin("database.password").secret_path(), Some(single.as_path()));
+    assert_eq!(
+        loaded.value.database.password.as_ref().unwrap().expose(),
+        "from-file-var"
+    );
+    assert_eq!(
+        loaded.origin("database.password").secret_path(),
+        Some(single.as_path())
+    );
 }
 
 #[test]
 fn keys_ending_in_file_are_plain_values() {
     let loaded = load(&[("APP_DATABASE__CA_FILE", "/etc/ca.pem")]).unwrap();
-    assert_eq!(loaded.value.database.ca_file.as_deref(), Some("/etc/ca.pem"));
+    assert_eq!(
+        loaded.value.database.ca_file.as_deref(),
+        Some("/etc/ca.pem")
+    );
 }
 
 #[test]
 fn type_errors_name_key_value_and_origin() {
     let err = load(&[("APP_HTTP__PORT", "abc")]).unwrap_err();
     assert_eq!(err.problems.len(), 1);
-    assert_eq!(err.problems[0].to_string(), r#"http.port: expected an integer, got "abc" (from APP_HTTP__PORT)"#);
+    assert_eq!(
+        err.problems[0].to_string(),
+        r#"http.port: expected an integer, got "abc" (from APP_HTTP__PORT)"#
+    );
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let err = load(&[("APP_HTTP__PORT", "abc"), ("APP_DATABSE__HOST", "x"), ("APP_DATABASE__MIGRATE", "maybe"), ("APP_DATABASE__MODE", "sometimes")]).unwrap_err();
+    let err = load(&[
+        ("APP_HTTP__PORT", "abc"),
+        ("APP_DATABSE__HOST", "x"),
+        ("APP_DATABASE__MIGRATE", "maybe"),
+        ("APP_DATABASE__MODE", "sometimes"),
+    ])
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("http.port"), "{text}");
-    assert!(text.contains("databse.host: unknown configuration key (from APP_DATABSE__HOST)"), "{text}");
+    assert!(
+        text.contains("databse.host: unknown configuration key (from APP_DATABSE__HOST)"),
+        "{text}"
+    );
     assert!(text.contains("database.migrate"), "{text}");
     assert!(text.contains("database.mode"), "{text}");
     assert_eq!(err.problems.len(), 4, "{text}");
@@ -166,7 +211,10 @@ fn malformed_config_file_is_reported() {
     let file = dir.path().join("app.toml");
     fs::write(&file, "[http\nport = ").unwrap();
     let err = load(&[("APP_CONFIG_FILE", file.to_str().unwrap())]).unwrap_err();
-    assert!(err.to_string().contains("cannot parse configuration file"), "{err}");
+    assert!(
+        err.to_string().contains("cannot parse configuration file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -197,10 +245,22 @@ fn secrets_are_redacted_everywhere() {
         assert!(!text.contains("S3cr3t-Value"), "{text}");
         assert!(text.contains(REDACTED), "{text}");
     }
-    assert_eq!(loaded.value.database.password.unwrap().expose(), "S3cr3t-Value");
+    assert_eq!(
+        loaded.value.database.password.unwrap().expose(),
+        "S3cr3t-Value"
+    );
 }
 
 #[test]
 fn unrelated_variables_are_ignored() {
     assert!(load(&[("PATH", "/bin"), ("APPLE_PIE", "1")]).is_ok());
+}
+
+#[test]
+fn unknown_enum_values_name_key_value_and_origin() {
+    let err = load(&[("APP_DATABASE__MODE", "sometimes")]).unwrap_err();
+    assert_eq!(
+        err.problems[0].to_string(),
+        r#"database.mode: invalid value "sometimes" (from APP_DATABASE__MODE)"#
+    );
 }

@@ -1,0 +1,27 @@
+//! The committed OpenAPI document is the one the code generates.
+
+use std::process::Command;
+
+#[test]
+fn committed_document_matches_the_code() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tasks-server"))
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let generated: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(
+        generated == committed,
+        "docs/openapi.json is out of date: run `just openapi-update` and commit the result"
+    );
+    assert!(generated["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in ["/v1/tasks", "/v1/tasks/{id}", "/openapi.json"] {
+        assert!(
+            generated["paths"].get(path).is_some(),
+            "{path} is documented"
+        );
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs test suites (just recipes) one after another, keeps going after a failure, and
+# ends with one summary line counting the individual tests every suite reported
+# ("test result: ok. N passed; M failed" from cargo, "N passed, M failed" from scripts).
+#
+#   scripts/run-suites.sh SUITE...
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOGS="$(mktemp -d)"
+trap 'rm -rf "$LOGS"' EXIT
+passed=0 failed=0 failed_suites=()
+for suite in "$@"; do
+    printf '\n==> %s\n' "$suite"
+    started=$(date +%s)
+    "$ROOT/just" "$suite" 2>&1 | tee "$LOGS/$suite.log"
+    status=${PIPESTATUS[0]}
+    read -r p f < <(awk '
+        /test result: (ok|FAILED)\. [0-9]+ passed; [0-9]+ failed/ {
+            for (i = 1; i <= NF; i++) { if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1) }
+        }
+        /^[A-Za-z-]*:? ?[0-9]+ passed, [0-9]+ failed/ {
+            for (i = 1; i <= NF; i++) { if ($i ~ /^passed,/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) }
+        }
+        END { print p + 0, f + 0 }' "$LOGS/$suite.log")
+    passed=$((passed + p)); failed=$((failed + f))
+    if [[ $status -ne 0 ]]; then
+        failed_suites+=("$suite")
+        [[ $f -eq 0 ]] && failed=$((failed + 1))   # a suite that died still counts as a failure
+    fi
+    printf '<== %s: exit %s, %s passed, %s failed, %ss\n' "$suite" "$status" "$p" "$f" "$(( $(date +%s) - started ))"
+done
+echo
+if [[ ${#failed_suites[@]} -gt 0 ]]; then
+    echo "failed suites: ${failed_suites[*]}"
+fi
+echo "tests: ${passed} passed, ${failed} failed"
+[[ ${#failed_suites[@]} -eq 0 && $failed -eq 0 ]]
