@@ -43,20 +43,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Probe { url, timeout_secs } => match probe::get(&url, Duration::from_secs(timeout_secs)) {
-            Ok(status) if (200..300).contains(&status) => {
-                println!("{url}: {status}");
-                ExitCode::SUCCESS
+        Command::Probe { url, timeout_secs } => {
+            match probe::get(&url, Duration::from_secs(timeout_secs)) {
+                Ok(status) if (200..300).contains(&status) => {
+                    println!("{url}: {status}");
+                    ExitCode::SUCCESS
+                }
+                Ok(status) => {
+                    eprintln!("{url}: {status}");
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("probe failed: {error:#}");
+                    ExitCode::FAILURE
+                }
             }
-            Ok(status) => {
-                eprintln!("{url}: {status}");
-                ExitCode::FAILURE
-            }
-            Err(error) => {
-                eprintln!("probe failed: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Openapi => {
             println!("{}", api::openapi::document());
             ExitCode::SUCCESS
@@ -64,7 +66,10 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(),
         Command::Migrate => run(|loaded| async move {
             let pool_settings = loaded.value.pool_settings(
-                loaded.origin("database.password").secret_path().map(std::path::Path::to_path_buf),
+                loaded
+                    .origin("database.password")
+                    .secret_path()
+                    .map(std::path::Path::to_path_buf),
             );
             let applied = tasks_storage::migrate::run_locked(
                 &pool_settings,
@@ -127,8 +132,11 @@ where
         eprintln!("{error}");
         return ExitCode::from(2);
     }
-    let effective: serde_json::Map<String, serde_json::Value> =
-        loaded.effective().into_iter().map(|(k, v, _)| (k, v)).collect();
+    let effective: serde_json::Map<String, serde_json::Value> = loaded
+        .effective()
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect();
     tracing::info!(version = VERSION, config = %serde_json::Value::Object(effective), "starting");
     let outcome = actix_web::rt::System::new().block_on(body(loaded));
     match outcome {

@@ -28,7 +28,10 @@ pub const MIGRATION_SCOPE: &str = "tasks-server";
 /// Runs the service until SIGTERM/SIGINT, then drains and returns.
 pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
     let settings = loaded.value.clone();
-    let password_file = loaded.origin("database.password").secret_path().map(Path::to_path_buf);
+    let password_file = loaded
+        .origin("database.password")
+        .secret_path()
+        .map(Path::to_path_buf);
     let pool_settings = settings.pool_settings(password_file);
     let pool = build_pool(&pool_settings).context("building the database pool")?;
     let workers = settings.workers();
@@ -36,14 +39,27 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
     let health = Health::new();
     let ready_to_serve = Arc::new(AtomicBool::new(false));
     register_checks(&health, &pool, &ready_to_serve);
-    tokio::spawn(prepare_schema(pool_settings.clone(), settings.database.migrate_on_start, ready_to_serve.clone(), health.clone()));
-    tokio::spawn(purge_idempotency_keys(PgIdempotencyStore::new(pool.clone()), health.clone()));
+    tokio::spawn(prepare_schema(
+        pool_settings.clone(),
+        settings.database.migrate_on_start,
+        ready_to_serve.clone(),
+        health.clone(),
+    ));
+    tokio::spawn(purge_idempotency_keys(
+        PgIdempotencyStore::new(pool.clone()),
+        health.clone(),
+    ));
 
     let repository: Arc<dyn TaskRepository> = Arc::new(PgTaskRepository::new(pool.clone()));
     let idempotency: Arc<dyn IdempotencyStore> = Arc::new(PgIdempotencyStore::new(pool.clone()));
-    let state = web::Data::new(ApiState { tasks: TaskService::new(repository), idempotency });
+    let state = web::Data::new(ApiState {
+        tasks: TaskService::new(repository),
+        idempotency,
+    });
     let draining = web::Data::new(Draining::default());
-    let limits = Limits { max_body_bytes: settings.http.max_body_bytes };
+    let limits = Limits {
+        max_body_bytes: settings.http.max_body_bytes,
+    };
     let timeout = settings.shutdown.timeout_secs;
 
     let api_draining = draining.clone();
@@ -54,17 +70,31 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
         .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
         .client_request_timeout(Duration::from_millis(settings.http.client_timeout_ms))
         .bind((settings.http.host.as_str(), settings.http.port))
-        .with_context(|| format!("binding the API listener to {}:{}", settings.http.host, settings.http.port))?
+        .with_context(|| {
+            format!(
+                "binding the API listener to {}:{}",
+                settings.http.host, settings.http.port
+            )
+        })?
         .run();
 
     let admin_health = web::Data::new(health.clone());
-    let admin = HttpServer::new(move || App::new().app_data(admin_health.clone()).configure(tasks_health::routes))
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind((settings.admin.host.as_str(), settings.admin.port))
-        .with_context(|| format!("binding the admin listener to {}:{}", settings.admin.host, settings.admin.port))?
-        .run();
+    let admin = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_health.clone())
+            .configure(tasks_health::routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind((settings.admin.host.as_str(), settings.admin.port))
+    .with_context(|| {
+        format!(
+            "binding the admin listener to {}:{}",
+            settings.admin.host, settings.admin.port
+        )
+    })?
+    .run();
 
     tracing::info!(
         api = %format!("{}:{}", settings.http.host, settings.http.port),
@@ -90,42 +120,78 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn register_checks(health: &Health, pool: &deadpool_postgres::Pool, ready_to_serve: &Arc<AtomicBool>) {
+fn register_checks(
+    health: &Health,
+    pool: &deadpool_postgres::Pool,
+    ready_to_serve: &Arc<AtomicBool>,
+) {
     let pool = pool.clone();
-    health.register("database", Kind::Readiness, Duration::from_secs(2), Duration::from_secs(1), move || {
-        let pool = pool.clone();
-        async move { ping(&pool).await }
-    });
+    health.register(
+        "database",
+        Kind::Readiness,
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+        move || {
+            let pool = pool.clone();
+            async move { ping(&pool).await }
+        },
+    );
     let ready = ready_to_serve.clone();
-    health.register("migrations", Kind::Readiness, Duration::from_secs(1), Duration::ZERO, move || {
-        let done = ready.load(Ordering::SeqCst);
-        async move { if done { Ok(()) } else { Err("schema migrations not yet applied") } }
-    });
+    health.register(
+        "migrations",
+        Kind::Readiness,
+        Duration::from_secs(1),
+        Duration::ZERO,
+        move || {
+            let done = ready.load(Ordering::SeqCst);
+            async move {
+                if done {
+                    Ok(())
+                } else {
+                    Err("schema migrations not yet applied")
+                }
+            }
+        },
+    );
 }
 
 /// Applies (or, without `migrate_on_start`, waits for someone else to apply) the
 /// migrations, retrying with capped exponential backoff while the database is late, so
 /// a first install never crash-loops waiting for PostgreSQL.
-async fn prepare_schema(settings: PoolSettings, migrate: bool, ready: Arc<AtomicBool>, health: Health) {
+async fn prepare_schema(
+    settings: PoolSettings,
+    migrate: bool,
+    ready: Arc<AtomicBool>,
+    health: Health,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
         if health.is_shutting_down() {
             return;
         }
         let outcome = if migrate {
-            tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), MIGRATION_SCOPE)
-                .await
-                .map(|applied| {
-                    tracing::info!(applied = ?applied.applied, "schema is current");
-                })
-        } else {
-            tasks_storage::migrate::pending(&settings, &tasks_storage::embedded::runner()).await.and_then(|pending| {
-                if pending.is_empty() {
-                    Ok(())
-                } else {
-                    Err(tasks_storage::StorageError::Migration(format!("pending: {}", pending.join(", "))))
-                }
+            tasks_storage::migrate::run_locked(
+                &settings,
+                tasks_storage::embedded::runner(),
+                MIGRATION_SCOPE,
+            )
+            .await
+            .map(|applied| {
+                tracing::info!(applied = ?applied.applied, "schema is current");
             })
+        } else {
+            tasks_storage::migrate::pending(&settings, &tasks_storage::embedded::runner())
+                .await
+                .and_then(|pending| {
+                    if pending.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(tasks_storage::StorageError::Migration(format!(
+                            "pending: {}",
+                            pending.join(", ")
+                        )))
+                    }
+                })
         };
         match outcome {
             Ok(()) => {
@@ -163,7 +229,10 @@ async fn drain_on_signal(
     api: actix_web::dev::ServerHandle,
     admin: actix_web::dev::ServerHandle,
 ) {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -174,13 +243,20 @@ async fn drain_on_signal(
     // Readiness fails at once; traffic keeps being served while endpoints update.
     health.begin_shutdown();
     draining.0.store(true, Ordering::SeqCst);
-    tracing::info!(signal = name, drain_delay_secs = drain_delay.as_secs(), "shutdown requested; draining");
+    tracing::info!(
+        signal = name,
+        drain_delay_secs = drain_delay.as_secs(),
+        "shutdown requested; draining"
+    );
     let forced = tokio::select! {
         () = tokio::time::sleep(drain_delay) => false,
         _ = term.recv() => true,
         _ = int.recv() => true,
     };
-    tracing::info!(forced, "no longer accepting connections; finishing in-flight requests");
+    tracing::info!(
+        forced,
+        "no longer accepting connections; finishing in-flight requests"
+    );
     // `stop(true)` waits for in-flight requests up to the shutdown timeout.
     api.stop(!forced).await;
     admin.stop(true).await;

@@ -47,7 +47,13 @@ pub struct Http {
 
 impl Default for Http {
     fn default() -> Self {
-        Self { host: "0.0.0.0".into(), port: 8080, workers: 0, max_body_bytes: 65_536, client_timeout_ms: 5_000 }
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            workers: 0,
+            max_body_bytes: 65_536,
+            client_timeout_ms: 5_000,
+        }
     }
 }
 
@@ -63,7 +69,10 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { host: "0.0.0.0".into(), port: 9090 }
+        Self {
+            host: "0.0.0.0".into(),
+            port: 9090,
+        }
     }
 }
 
@@ -79,7 +88,10 @@ pub struct Shutdown {
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Self { drain_delay_secs: 5, timeout_secs: 20 }
+        Self {
+            drain_delay_secs: 5,
+            timeout_secs: 20,
+        }
     }
 }
 
@@ -155,7 +167,10 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Json }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
     }
 }
 
@@ -164,10 +179,16 @@ impl Default for Log {
 /// # Errors
 /// Every configuration problem at once.
 pub fn load() -> Result<Loaded<Settings>, tasks_config::ConfigErrors> {
-    let loaded = Loader::new(ENV_PREFIX).default_secrets_dir(DEFAULT_SECRETS_DIR).load::<Settings>()?;
+    let loaded = Loader::new(ENV_PREFIX)
+        .default_secrets_dir(DEFAULT_SECRETS_DIR)
+        .load::<Settings>()?;
     let mut problems = Vec::new();
     let s = &loaded.value;
-    for (key, port) in [("http.port", s.http.port), ("admin.port", s.admin.port), ("database.port", s.database.port)] {
+    for (key, port) in [
+        ("http.port", s.http.port),
+        ("admin.port", s.admin.port),
+        ("database.port", s.database.port),
+    ] {
         if port == 0 {
             problems.push(problem(&loaded, key, "must be between 1 and 65535"));
         }
@@ -179,15 +200,29 @@ pub fn load() -> Result<Loaded<Settings>, tasks_config::ConfigErrors> {
         problems.push(problem(&loaded, "http.max_body_bytes", "must be positive"));
     }
     if s.database.pool_max_size == Some(0) {
-        problems.push(problem(&loaded, "database.pool_max_size", "must be positive"));
+        problems.push(problem(
+            &loaded,
+            "database.pool_max_size",
+            "must be positive",
+        ));
     }
     if s.database.connect_timeout_ms == 0 || s.database.pool_timeout_ms == 0 {
-        problems.push(problem(&loaded, "database.connect_timeout_ms", "timeouts must be positive"));
+        problems.push(problem(
+            &loaded,
+            "database.connect_timeout_ms",
+            "timeouts must be positive",
+        ));
     }
-    if let Err(e) = tasks_storage::tls::client_config(s.database.sslmode, s.database.ca_file.as_deref()) {
+    if let Err(e) =
+        tasks_storage::tls::client_config(s.database.sslmode, s.database.ca_file.as_deref())
+    {
         problems.push(problem(&loaded, "database.ca_file", &e.to_string()));
     }
-    if problems.is_empty() { Ok(loaded) } else { Err(tasks_config::ConfigErrors { problems }) }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(tasks_config::ConfigErrors { problems })
+    }
 }
 
 fn problem(loaded: &Loaded<Settings>, key: &str, message: &str) -> tasks_config::Problem {
@@ -215,7 +250,9 @@ impl Settings {
     /// requests waiting on the database at once.
     #[must_use]
     pub fn pool_max_size(&self) -> usize {
-        self.database.pool_max_size.unwrap_or_else(|| (self.workers() * 4).clamp(4, 32))
+        self.database
+            .pool_max_size
+            .unwrap_or_else(|| (self.workers() * 4).clamp(4, 32))
     }
 
     /// The storage crate's view of `database.*`. `password_file` is where the password
@@ -224,7 +261,10 @@ impl Settings {
     pub fn pool_settings(&self, password_file: Option<PathBuf>) -> PoolSettings {
         let db = &self.database;
         let password = match (&db.password, password_file) {
-            (Some(value), Some(path)) => Password::File { path, fallback: value.expose().into() },
+            (Some(value), Some(path)) => Password::File {
+                path,
+                fallback: value.expose().into(),
+            },
             (Some(value), None) => Password::Value(value.expose().into()),
             (None, _) => Password::None,
         };

@@ -32,10 +32,16 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
         let id = text.strip_prefix(VERSION_TAG).ok_or_else(invalid)?;
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if id.len() != 32
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(invalid());
         }
-        Uuid::try_parse(id).map(|after| Self { after }).map_err(|_| invalid())
+        Uuid::try_parse(id)
+            .map(|after| Self { after })
+            .map_err(|_| invalid())
     }
 }
 

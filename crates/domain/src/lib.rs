@@ -30,6 +30,4 @@ pub use error::{DomainError, FieldError, RepositoryError};
 pub use idempotency::{Claim, IdempotencyStore, StoredResponse};
 pub use repository::{DeleteOutcome, TaskRepository, UpdateOutcome};
 pub use service::{ListQuery, Page, Precondition, TaskService};
-pub use task::{
-    DESCRIPTION_MAX_CHARS, NewTask, Status, TITLE_MAX_CHARS, Task, TaskPatch,
-};
+pub use task::{DESCRIPTION_MAX_CHARS, NewTask, Status, TITLE_MAX_CHARS, Task, TaskPatch};

@@ -51,5 +51,9 @@ pub trait TaskRepository: Send + Sync {
     ) -> Result<UpdateOutcome, RepositoryError>;
 
     /// Deletes the task when the current version equals `expected` (or always, for `None`).
-    async fn delete(&self, id: Uuid, expected: Option<i64>) -> Result<DeleteOutcome, RepositoryError>;
+    async fn delete(
+        &self,
+        id: Uuid,
+        expected: Option<i64>,
+    ) -> Result<DeleteOutcome, RepositoryError>;
 }

@@ -5,8 +5,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    Cursor, DeleteOutcome, DomainError, FieldError, NewTask, Status, Task, TaskPatch, TaskRepository,
-    UpdateOutcome,
+    Cursor, DeleteOutcome, DomainError, FieldError, NewTask, Status, Task, TaskPatch,
+    TaskRepository, UpdateOutcome,
 };
 
 /// Default page size.
@@ -30,12 +30,19 @@ impl ListQuery {
     ///
     /// # Errors
     /// [`DomainError::InvalidQuery`] naming each bad parameter.
-    pub fn parse(status: Option<&str>, limit: Option<&str>, cursor: Option<&str>) -> Result<Self, DomainError> {
+    pub fn parse(
+        status: Option<&str>,
+        limit: Option<&str>,
+        cursor: Option<&str>,
+    ) -> Result<Self, DomainError> {
         let mut errors = Vec::new();
         let status = status.and_then(|s| {
             let parsed = Status::parse(s);
             if parsed.is_none() {
-                errors.push(FieldError::new("status", "must be one of todo, in_progress, done"));
+                errors.push(FieldError::new(
+                    "status",
+                    "must be one of todo, in_progress, done",
+                ));
             }
             parsed
         });
@@ -44,13 +51,24 @@ impl ListQuery {
             Some(raw) => match raw.parse::<u32>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
                 _ => {
-                    errors.push(FieldError::new("limit", format!("must be an integer from 1 to {MAX_LIMIT}")));
+                    errors.push(FieldError::new(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_LIMIT}"),
+                    ));
                     DEFAULT_LIMIT
                 }
             },
         };
         let cursor = cursor.and_then(|c| Cursor::decode(c).map_err(|e| errors.push(e)).ok());
-        if errors.is_empty() { Ok(Self { status, limit, cursor }) } else { Err(DomainError::InvalidQuery(errors)) }
+        if errors.is_empty() {
+            Ok(Self {
+                status,
+                limit,
+                cursor,
+            })
+        } else {
+            Err(DomainError::InvalidQuery(errors))
+        }
     }
 }
 
@@ -80,7 +98,9 @@ pub struct TaskService<R: ?Sized> {
 
 impl<R: ?Sized> Clone for TaskService<R> {
     fn clone(&self) -> Self {
-        Self { repository: self.repository.clone() }
+        Self {
+            repository: self.repository.clone(),
+        }
     }
 }
 
@@ -95,7 +115,9 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
     /// # Errors
     /// [`DomainError::Validation`] or a repository failure.
     pub async fn create(&self, body: &serde_json::Value) -> Result<Task, DomainError> {
-        let task = NewTask::from_json(body).map_err(DomainError::Validation)?.into_task(Utc::now());
+        let task = NewTask::from_json(body)
+            .map_err(DomainError::Validation)?
+            .into_task(Utc::now());
         self.repository.insert(&task).await?;
         Ok(task)
     }
@@ -124,7 +146,11 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
         Ok(Page { items, next_cursor })
     }
 
-    async fn expected_version(&self, id: Uuid, precondition: Option<&Precondition>) -> Result<Option<i64>, DomainError> {
+    async fn expected_version(
+        &self,
+        id: Uuid,
+        precondition: Option<&Precondition>,
+    ) -> Result<Option<i64>, DomainError> {
         match precondition {
             None => Ok(None),
             Some(Precondition::VersionIn(versions)) if versions.len() == 1 => Ok(Some(versions[0])),
@@ -132,7 +158,9 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
                 let current = self.get(id).await?;
                 match p {
                     Precondition::Exists => Ok(Some(current.version)),
-                    Precondition::VersionIn(versions) if versions.contains(&current.version) => Ok(Some(current.version)),
+                    Precondition::VersionIn(versions) if versions.contains(&current.version) => {
+                        Ok(Some(current.version))
+                    }
                     Precondition::VersionIn(_) => Err(DomainError::PreconditionFailed),
                 }
             }
@@ -159,7 +187,11 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
                 _ => Ok(current),
             };
         }
-        match self.repository.update(id, &patch, expected, Utc::now()).await? {
+        match self
+            .repository
+            .update(id, &patch, expected, Utc::now())
+            .await?
+        {
             UpdateOutcome::Updated(task) => Ok(task),
             UpdateOutcome::NotFound => Err(DomainError::NotFound),
             UpdateOutcome::VersionMismatch => Err(DomainError::PreconditionFailed),
@@ -170,7 +202,11 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
     ///
     /// # Errors
     /// [`DomainError::NotFound`], [`DomainError::PreconditionFailed`] or a repository failure.
-    pub async fn delete(&self, id: Uuid, precondition: Option<&Precondition>) -> Result<(), DomainError> {
+    pub async fn delete(
+        &self,
+        id: Uuid,
+        precondition: Option<&Precondition>,
+    ) -> Result<(), DomainError> {
         let expected = self.expected_version(id, precondition).await?;
         match self.repository.delete(id, expected).await? {
             DeleteOutcome::Deleted => Ok(()),
@@ -191,12 +227,19 @@ mod tests {
         for bad in ["0", "101", "-1", "abc", "99999999999"] {
             assert!(ListQuery::parse(None, Some(bad), None).is_err(), "{bad}");
         }
-        assert_eq!(ListQuery::parse(Some("done"), Some("100"), None).unwrap().limit, 100);
+        assert_eq!(
+            ListQuery::parse(Some("done"), Some("100"), None)
+                .unwrap()
+                .limit,
+            100
+        );
     }
 
     #[test]
     fn every_bad_parameter_is_named() {
-        let Err(DomainError::InvalidQuery(errors)) = ListQuery::parse(Some("x"), Some("0"), Some("zz")) else {
+        let Err(DomainError::InvalidQuery(errors)) =
+            ListQuery::parse(Some("x"), Some("0"), Some("zz"))
+        else {
             panic!("expected InvalidQuery");
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();

@@ -11,7 +11,9 @@ pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 
 /// A task's workflow state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Not started (the default).
@@ -98,9 +100,16 @@ fn object<'a>(input: &'a Value, errors: &mut Vec<FieldError>) -> Option<&'a Map<
         errors.push(FieldError::new("body", "expected a JSON object"));
         return None;
     };
-    let mut unknown: Vec<&String> = map.keys().filter(|k| !FIELDS.contains(&k.as_str())).collect();
+    let mut unknown: Vec<&String> = map
+        .keys()
+        .filter(|k| !FIELDS.contains(&k.as_str()))
+        .collect();
     unknown.sort();
-    errors.extend(unknown.into_iter().map(|k| FieldError::new(k.clone(), "unknown field")));
+    errors.extend(
+        unknown
+            .into_iter()
+            .map(|k| FieldError::new(k.clone(), "unknown field")),
+    );
     Some(map)
 }
 
@@ -115,7 +124,10 @@ fn title(value: &Value, errors: &mut Vec<FieldError>) -> Option<String> {
         errors.push(FieldError::new("title", "must not be empty"));
         None
     } else if chars > TITLE_MAX_CHARS {
-        errors.push(FieldError::new("title", format!("must be at most {TITLE_MAX_CHARS} characters")));
+        errors.push(FieldError::new(
+            "title",
+            format!("must be at most {TITLE_MAX_CHARS} characters"),
+        ));
         None
     } else {
         Some(trimmed.to_owned())
@@ -143,7 +155,10 @@ fn description(value: &Value, errors: &mut Vec<FieldError>) -> Option<Option<Str
 fn status(value: &Value, errors: &mut Vec<FieldError>) -> Option<Status> {
     let parsed = value.as_str().and_then(Status::parse);
     if parsed.is_none() {
-        errors.push(FieldError::new("status", "must be one of todo, in_progress, done"));
+        errors.push(FieldError::new(
+            "status",
+            "must be one of todo, in_progress, done",
+        ));
     }
     parsed
 }
@@ -155,12 +170,18 @@ fn due_at(value: &Value, errors: &mut Vec<FieldError>) -> Option<Option<DateTime
             // PostgreSQL keeps microseconds; round here so what we return is what we store.
             Ok(t) => Some(Some(t.with_timezone(&Utc).trunc_subsecs(6))),
             Err(_) => {
-                errors.push(FieldError::new("due_at", "must be an RFC 3339 date-time or null"));
+                errors.push(FieldError::new(
+                    "due_at",
+                    "must be an RFC 3339 date-time or null",
+                ));
                 None
             }
         },
         _ => {
-            errors.push(FieldError::new("due_at", "must be an RFC 3339 date-time or null"));
+            errors.push(FieldError::new(
+                "due_at",
+                "must be an RFC 3339 date-time or null",
+            ));
             None
         }
     }
@@ -173,7 +194,9 @@ impl NewTask {
     /// Every invalid, missing or unknown field, sorted by field name.
     pub fn from_json(input: &Value) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let Some(map) = object(input, &mut errors) else { return Err(errors) };
+        let Some(map) = object(input, &mut errors) else {
+            return Err(errors);
+        };
         let title = match map.get("title") {
             Some(v) => title(v, &mut errors),
             None => {
@@ -181,12 +204,23 @@ impl NewTask {
                 None
             }
         };
-        let description = map.get("description").map_or(Some(None), |v| description(v, &mut errors));
-        let status = map.get("status").map_or(Some(Status::Todo), |v| status(v, &mut errors));
-        let due_at = map.get("due_at").map_or(Some(None), |v| due_at(v, &mut errors));
+        let description = map
+            .get("description")
+            .map_or(Some(None), |v| description(v, &mut errors));
+        let status = map
+            .get("status")
+            .map_or(Some(Status::Todo), |v| status(v, &mut errors));
+        let due_at = map
+            .get("due_at")
+            .map_or(Some(None), |v| due_at(v, &mut errors));
         match (title, description, status, due_at) {
             (Some(title), Some(description), Some(status), Some(due_at)) if errors.is_empty() => {
-                Ok(Self { title, description, status, due_at })
+                Ok(Self {
+                    title,
+                    description,
+                    status,
+                    due_at,
+                })
             }
             _ => {
                 errors.sort_by(|a, b| a.field.cmp(&b.field));
@@ -220,7 +254,9 @@ impl TaskPatch {
     /// removed).
     pub fn from_json(input: &Value) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let Some(map) = object(input, &mut errors) else { return Err(errors) };
+        let Some(map) = object(input, &mut errors) else {
+            return Err(errors);
+        };
         let mut patch = Self::default();
         if let Some(v) = map.get("title") {
             patch.title = title(v, &mut errors);
@@ -259,7 +295,15 @@ mod tests {
     #[test]
     fn minimal_task_gets_defaults() {
         let t = NewTask::from_json(&json!({"title": "a"})).unwrap();
-        assert_eq!(t, NewTask { title: "a".into(), description: None, status: Status::Todo, due_at: None });
+        assert_eq!(
+            t,
+            NewTask {
+                title: "a".into(),
+                description: None,
+                status: Status::Todo,
+                due_at: None
+            }
+        );
     }
 
     #[test]
@@ -274,9 +318,18 @@ mod tests {
 
     #[test]
     fn missing_title_and_non_object_bodies_fail() {
-        assert_eq!(NewTask::from_json(&json!({})).unwrap_err()[0].message, "is required");
-        assert_eq!(NewTask::from_json(&json!([1])).unwrap_err()[0].field, "body");
-        assert_eq!(TaskPatch::from_json(&json!("x")).unwrap_err()[0].field, "body");
+        assert_eq!(
+            NewTask::from_json(&json!({})).unwrap_err()[0].message,
+            "is required"
+        );
+        assert_eq!(
+            NewTask::from_json(&json!([1])).unwrap_err()[0].field,
+            "body"
+        );
+        assert_eq!(
+            TaskPatch::from_json(&json!("x")).unwrap_err()[0].field,
+            "body"
+        );
     }
 
     #[test]
@@ -297,8 +350,14 @@ mod tests {
 
     #[test]
     fn due_at_accepts_rfc3339_with_offsets() {
-        let t = NewTask::from_json(&json!({"title": "t", "due_at": "2030-01-02T03:04:05.1234567+02:00"})).unwrap();
-        assert_eq!(t.due_at.unwrap().to_rfc3339(), "2030-01-02T01:04:05.123456+00:00");
+        let t = NewTask::from_json(
+            &json!({"title": "t", "due_at": "2030-01-02T03:04:05.1234567+02:00"}),
+        )
+        .unwrap();
+        assert_eq!(
+            t.due_at.unwrap().to_rfc3339(),
+            "2030-01-02T01:04:05.123456+00:00"
+        );
     }
 
     #[test]

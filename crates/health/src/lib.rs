@@ -108,7 +108,9 @@ pub struct Health {
 
 impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health").field("shutting_down", &self.is_shutting_down()).finish_non_exhaustive()
+        f.debug_struct("Health")
+            .field("shutting_down", &self.is_shutting_down())
+            .finish_non_exhaustive()
     }
 }
 
@@ -124,8 +126,14 @@ impl Health {
 
     /// Registers a check. `timeout` bounds each run (a timeout is a failure);
     /// results are reused for `cache_for`, and concurrent callers share one run.
-    pub fn register<F, Fut, E>(&self, name: &str, kind: Kind, timeout: Duration, cache_for: Duration, check: F)
-    where
+    pub fn register<F, Fut, E>(
+        &self,
+        name: &str,
+        kind: Kind,
+        timeout: Duration,
+        cache_for: Duration,
+        check: F,
+    ) where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display,
@@ -134,7 +142,14 @@ impl Health {
             let fut = check();
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         });
-        let check = Arc::new(Check { name: name.to_owned(), kind, timeout, cache_for, run, last: Mutex::new(None) });
+        let check = Arc::new(Check {
+            name: name.to_owned(),
+            kind,
+            timeout,
+            cache_for,
+            run,
+            last: Mutex::new(None),
+        });
         if let Ok(mut checks) = self.checks.write() {
             checks.retain(|c| c.name != name);
             checks.push(check);
@@ -164,11 +179,22 @@ impl Health {
         if kind == Kind::Readiness && self.is_shutting_down() {
             map.insert(
                 SHUTDOWN_CHECK.to_owned(),
-                CheckResult { status: Status::Fail, duration_ms: 0, error: Some("shutting down".to_owned()) },
+                CheckResult {
+                    status: Status::Fail,
+                    duration_ms: 0,
+                    error: Some("shutting down".to_owned()),
+                },
             );
         }
-        let status = if map.values().all(|r| r.status == Status::Ok) { Status::Ok } else { Status::Fail };
-        Report { status, checks: map }
+        let status = if map.values().all(|r| r.status == Status::Ok) {
+            Status::Ok
+        } else {
+            Status::Fail
+        };
+        Report {
+            status,
+            checks: map,
+        }
     }
 }
 
@@ -183,8 +209,16 @@ async fn run_check(check: &Check) -> CheckResult {
     let outcome = tokio::time::timeout(check.timeout, (check.run)()).await;
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let result = match outcome {
-        Ok(Ok(())) => CheckResult { status: Status::Ok, duration_ms, error: None },
-        Ok(Err(error)) => CheckResult { status: Status::Fail, duration_ms, error: Some(error) },
+        Ok(Ok(())) => CheckResult {
+            status: Status::Ok,
+            duration_ms,
+            error: None,
+        },
+        Ok(Err(error)) => CheckResult {
+            status: Status::Fail,
+            duration_ms,
+            error: Some(error),
+        },
         Err(_) => CheckResult {
             status: Status::Fail,
             duration_ms,
@@ -196,8 +230,14 @@ async fn run_check(check: &Check) -> CheckResult {
 }
 
 fn respond(report: &Report) -> HttpResponse {
-    let mut response = if report.is_ok() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
-    response.insert_header(("Cache-Control", "no-store")).json(report)
+    let mut response = if report.is_ok() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    response
+        .insert_header(("Cache-Control", "no-store"))
+        .json(report)
 }
 
 /// `GET /livez`: liveness checks; `200` or `503`. Needs `web::Data<Health>`.
@@ -213,7 +253,8 @@ pub async fn readyz(health: web::Data<Health>) -> HttpResponse {
 
 /// Mounts `/livez` and `/readyz` (for `App::configure`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/livez", web::get().to(livez)).route("/readyz", web::get().to(readyz));
+    cfg.route("/livez", web::get().to(livez))
+        .route("/readyz", web::get().to(readyz));
 }
 
 #[cfg(test)]
@@ -229,18 +270,36 @@ mod tests {
     #[tokio::test]
     async fn failing_and_timed_out_checks_fail_the_report() {
         let health = Health::new();
-        health.register("ok", Kind::Readiness, SEC, Duration::ZERO, || async { Ok::<(), String>(()) });
-        health.register("broken", Kind::Readiness, SEC, Duration::ZERO, || async { Err::<(), _>("db down") });
-        health.register("slow", Kind::Readiness, Duration::from_millis(20), Duration::ZERO, || async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
+        health.register("ok", Kind::Readiness, SEC, Duration::ZERO, || async {
             Ok::<(), String>(())
         });
+        health.register("broken", Kind::Readiness, SEC, Duration::ZERO, || async {
+            Err::<(), _>("db down")
+        });
+        health.register(
+            "slow",
+            Kind::Readiness,
+            Duration::from_millis(20),
+            Duration::ZERO,
+            || async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<(), String>(())
+            },
+        );
         let report = health.report(Kind::Readiness).await;
         assert_eq!(report.status, Status::Fail);
         assert_eq!(report.checks["ok"].status, Status::Ok);
         assert_eq!(report.checks["broken"].error.as_deref(), Some("db down"));
-        assert!(report.checks["slow"].error.as_deref().is_some_and(|e| e.contains("timed out")));
-        assert!(health.report(Kind::Liveness).await.is_ok(), "readiness checks never affect liveness");
+        assert!(
+            report.checks["slow"]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("timed out"))
+        );
+        assert!(
+            health.report(Kind::Liveness).await.is_ok(),
+            "readiness checks never affect liveness"
+        );
     }
 
     #[tokio::test]
@@ -248,14 +307,20 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let health = Health::new();
         let counter = calls.clone();
-        health.register("db", Kind::Readiness, SEC, Duration::from_secs(60), move || {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                Ok::<(), String>(())
-            }
-        });
+        health.register(
+            "db",
+            Kind::Readiness,
+            SEC,
+            Duration::from_secs(60),
+            move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<(), String>(())
+                }
+            },
+        );
         let probes = (0..20).map(|_| health.report(Kind::Readiness));
         futures_util::future::join_all(probes).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -278,19 +343,29 @@ mod tests {
     #[actix_web::test]
     async fn handlers_answer_json_with_status_codes() {
         let health = Health::new();
-        health.register("self", Kind::Liveness, SEC, Duration::ZERO, || async { Ok::<(), String>(()) });
-        let app = test::init_service(App::new().app_data(web::Data::new(health.clone())).configure(routes)).await;
+        health.register("self", Kind::Liveness, SEC, Duration::ZERO, || async {
+            Ok::<(), String>(())
+        });
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(health.clone()))
+                .configure(routes),
+        )
+        .await;
 
-        let res = test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
         assert_eq!(res.status(), 200);
         health.begin_shutdown();
-        let res = test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/readyz").to_request()).await;
         assert_eq!(res.status(), 503);
         let body: serde_json::Value = test::read_body_json(res).await;
         assert_eq!(body["status"], "fail");
         assert_eq!(body["checks"]["shutdown"]["status"], "fail");
 
-        let res = test::call_service(&app, test::TestRequest::get().uri("/livez").to_request()).await;
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/livez").to_request()).await;
         assert_eq!(res.status(), 200);
         let body: serde_json::Value = test::read_body_json(res).await;
         assert_eq!(body["checks"]["self"]["status"], "ok");

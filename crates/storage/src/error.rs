@@ -36,12 +36,20 @@ impl StorageError {
         let transient = match error.as_db_error() {
             Some(db) => is_transient(db.code().code()),
             None => {
-                let io = std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>());
+                let io =
+                    std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>());
                 let text = error.to_string();
-                error.is_closed() || io || text.contains("timeout") || text.starts_with("error connecting")
+                error.is_closed()
+                    || io
+                    || text.contains("timeout")
+                    || text.starts_with("error connecting")
             }
         };
-        if transient { Self::Unavailable(error.to_string()) } else { Self::Database(error) }
+        if transient {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Database(error)
+        }
     }
 
     /// Classifies a pool error.
@@ -50,7 +58,9 @@ impl StorageError {
         use deadpool_postgres::PoolError;
         match error {
             PoolError::Backend(e) => Self::from_pg(e),
-            PoolError::Timeout(kind) => Self::Unavailable(format!("timed out waiting for a connection ({kind:?})")),
+            PoolError::Timeout(kind) => {
+                Self::Unavailable(format!("timed out waiting for a connection ({kind:?})"))
+            }
             other => Self::Unavailable(other.to_string()),
         }
     }

@@ -52,7 +52,10 @@ impl PgIdempotencyStore {
             )
             .await
             .map_err(pg)?;
-        client.execute(&stmt, &[&secs(RETENTION), &limit]).await.map_err(pg)
+        client
+            .execute(&stmt, &[&secs(RETENTION), &limit])
+            .await
+            .map_err(pg)
     }
 }
 
@@ -75,7 +78,10 @@ impl IdempotencyStore for PgIdempotencyStore {
             .await
             .map_err(pg)?;
         if client
-            .query_opt(&take, &[&key, &fingerprint, &secs(RETENTION), &secs(ABANDONED_AFTER)])
+            .query_opt(
+                &take,
+                &[&key, &fingerprint, &secs(RETENTION), &secs(ABANDONED_AFTER)],
+            )
             .await
             .map_err(pg)?
             .is_some()
@@ -120,7 +126,10 @@ impl IdempotencyStore for PgIdempotencyStore {
             .map_err(pg)?;
         let status = i16::try_from(response.status).unwrap_or(500);
         let headers = serde_json::to_value(&response.headers).unwrap_or(serde_json::Value::Null);
-        client.execute(&stmt, &[&key, &status, &headers, &response.body]).await.map_err(pg)?;
+        client
+            .execute(&stmt, &[&key, &status, &headers, &response.body])
+            .await
+            .map_err(pg)?;
         Ok(())
     }
 

@@ -39,31 +39,53 @@ pub struct Applied {
 /// # Errors
 /// [`StorageError::Unavailable`] when the database cannot be reached (callers retry),
 /// [`StorageError::Migration`] when a migration fails.
-pub async fn run_locked(settings: &PoolSettings, runner: Runner, scope: &str) -> Result<Applied, StorageError> {
+pub async fn run_locked(
+    settings: &PoolSettings,
+    runner: Runner,
+    scope: &str,
+) -> Result<Applied, StorageError> {
     // No statement timeout here: waiting for another migrator's lock, or a long DDL, is
     // expected; the lock is released when this connection ends, whatever happens.
     let mut client = settings.connect(Duration::ZERO).await?;
     let key = lock_key(scope);
-    client.execute("SELECT pg_advisory_lock($1)", &[&key]).await.map_err(StorageError::from_pg)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .map_err(StorageError::from_pg)?;
     let outcome = runner.run_async(&mut client).await;
-    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await;
     let report = outcome.map_err(|e| StorageError::Migration(e.to_string()))?;
     unlock.map_err(StorageError::from_pg)?;
-    Ok(Applied { applied: report.applied_migrations().iter().map(ToString::to_string).collect() })
+    Ok(Applied {
+        applied: report
+            .applied_migrations()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    })
 }
 
 /// Migrations of `runner` not yet applied to the database.
 ///
 /// # Errors
 /// [`StorageError::Unavailable`] when the database cannot be reached.
-pub async fn pending(settings: &PoolSettings, runner: &Runner) -> Result<Vec<String>, StorageError> {
+pub async fn pending(
+    settings: &PoolSettings,
+    runner: &Runner,
+) -> Result<Vec<String>, StorageError> {
     let mut client = settings.connect(settings.statement_timeout).await?;
     let history = client
         .query_one("SELECT to_regclass($1)::text", &[&HISTORY_TABLE])
         .await
         .map_err(StorageError::from_pg)?;
     if history.get::<_, Option<String>>(0).is_none() {
-        return Ok(runner.get_migrations().iter().map(ToString::to_string).collect());
+        return Ok(runner
+            .get_migrations()
+            .iter()
+            .map(ToString::to_string)
+            .collect());
     }
     let applied = runner
         .get_applied_migrations_async(&mut client)

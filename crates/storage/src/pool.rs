@@ -136,7 +136,10 @@ impl PoolSettings {
                 SslMode::Require | SslMode::VerifyFull => PgSslMode::Require,
             })
             // Set at connection start-up: no extra round trip per checkout.
-            .options(format!("-c statement_timeout={}", statement_timeout.as_millis()));
+            .options(format!(
+                "-c statement_timeout={}",
+                statement_timeout.as_millis()
+            ));
         config
     }
 
@@ -146,7 +149,10 @@ impl PoolSettings {
     /// [`StorageError::Settings`] for unusable TLS material.
     pub fn connector(&self) -> Result<Connector, StorageError> {
         let tls = client_config(self.sslmode, self.ca_file.as_deref())?.map(MakeRustlsConnect::new);
-        Ok(Connector { password: self.password.clone(), tls: Arc::new(tls) })
+        Ok(Connector {
+            password: self.password.clone(),
+            tls: Arc::new(tls),
+        })
     }
 
     /// Opens one connection outside any pool (migrations, tools), with its own
@@ -156,7 +162,10 @@ impl PoolSettings {
     /// [`StorageError::Unavailable`] when the server cannot be reached.
     pub async fn connect(&self, statement_timeout: Duration) -> Result<Client, StorageError> {
         let connector = self.connector()?;
-        let (client, _task) = connector.open(&self.pg_config(statement_timeout)).await.map_err(StorageError::from_pg)?;
+        let (client, _task) = connector
+            .open(&self.pg_config(statement_timeout))
+            .await
+            .map_err(StorageError::from_pg)?;
         Ok(client)
     }
 }
@@ -171,12 +180,18 @@ pub struct Connector {
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector").field("password", &self.password).field("tls", &self.tls.is_some()).finish()
+        f.debug_struct("Connector")
+            .field("password", &self.password)
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
 }
 
 impl Connector {
-    async fn open(&self, base: &tokio_postgres::Config) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    async fn open(
+        &self,
+        base: &tokio_postgres::Config,
+    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
         let mut config = base.clone();
         if let Some(password) = self.password.current() {
             config.password(password.expose_secret().as_bytes());
@@ -225,7 +240,9 @@ pub fn build_pool(settings: &PoolSettings) -> Result<Pool, StorageError> {
         settings.connector()?,
         // `Fast` recycling drops connections whose socket has closed (a restarted
         // database) without a round trip on every checkout.
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     Pool::builder(manager)
         .max_size(settings.max_size.max(1))
@@ -243,7 +260,13 @@ pub fn build_pool(settings: &PoolSettings) -> Result<Pool, StorageError> {
 /// [`StorageError::Unavailable`] when no connection can be had or the query fails.
 pub async fn ping(pool: &Pool) -> Result<(), StorageError> {
     let client = pool.get().await?;
-    let statement = client.prepare_cached("SELECT 1").await.map_err(StorageError::from_pg)?;
-    client.query_one(&statement, &[]).await.map_err(StorageError::from_pg)?;
+    let statement = client
+        .prepare_cached("SELECT 1")
+        .await
+        .map_err(StorageError::from_pg)?;
+    client
+        .query_one(&statement, &[])
+        .await
+        .map_err(StorageError::from_pg)?;
     Ok(())
 }

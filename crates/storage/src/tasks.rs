@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use tasks_domain::{DeleteOutcome, ListQuery, RepositoryError, Status, Task, TaskPatch, TaskRepository, UpdateOutcome};
+use tasks_domain::{
+    DeleteOutcome, ListQuery, RepositoryError, Status, Task, TaskPatch, TaskRepository,
+    UpdateOutcome,
+};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -32,7 +35,9 @@ impl PgTaskRepository {
 
 fn to_task(row: &Row) -> Result<Task, StorageError> {
     let status: &str = row.try_get("status")?;
-    let status = Status::parse(status).ok_or_else(|| StorageError::Migration(format!("unknown status {status:?} in tasks table")))?;
+    let status = Status::parse(status).ok_or_else(|| {
+        StorageError::Migration(format!("unknown status {status:?} in tasks table"))
+    })?;
     Ok(Task {
         id: row.try_get("id")?,
         title: row.try_get("title")?,
@@ -54,7 +59,9 @@ impl TaskRepository for PgTaskRepository {
     async fn insert(&self, task: &Task) -> Result<(), RepositoryError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(&format!("INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+            .prepare_cached(&format!(
+                "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ))
             .await
             .map_err(pg)?;
         client
@@ -78,7 +85,10 @@ impl TaskRepository for PgTaskRepository {
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError> {
         let client = self.client().await?;
-        let stmt = client.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).await.map_err(pg)?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
+            .await
+            .map_err(pg)?;
         let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
         Ok(row.as_ref().map(to_task).transpose()?)
     }
@@ -122,7 +132,9 @@ impl TaskRepository for PgTaskRepository {
             }
         }
         .map_err(pg)?;
-        rows.iter().map(|r| to_task(r).map_err(Into::into)).collect()
+        rows.iter()
+            .map(|r| to_task(r).map_err(Into::into))
+            .collect()
     }
 
     async fn update(
@@ -171,25 +183,46 @@ impl TaskRepository for PgTaskRepository {
         if let Some(row) = row {
             return Ok(UpdateOutcome::Updated(to_task(&row)?));
         }
-        Ok(if self.exists(&client, id).await? { UpdateOutcome::VersionMismatch } else { UpdateOutcome::NotFound })
+        Ok(if self.exists(&client, id).await? {
+            UpdateOutcome::VersionMismatch
+        } else {
+            UpdateOutcome::NotFound
+        })
     }
 
-    async fn delete(&self, id: Uuid, expected: Option<i64>) -> Result<DeleteOutcome, RepositoryError> {
+    async fn delete(
+        &self,
+        id: Uuid,
+        expected: Option<i64>,
+    ) -> Result<DeleteOutcome, RepositoryError> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached("DELETE FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)")
+            .prepare_cached(
+                "DELETE FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)",
+            )
             .await
             .map_err(pg)?;
         if client.execute(&stmt, &[&id, &expected]).await.map_err(pg)? == 1 {
             return Ok(DeleteOutcome::Deleted);
         }
-        Ok(if self.exists(&client, id).await? { DeleteOutcome::VersionMismatch } else { DeleteOutcome::NotFound })
+        Ok(if self.exists(&client, id).await? {
+            DeleteOutcome::VersionMismatch
+        } else {
+            DeleteOutcome::NotFound
+        })
     }
 }
 
 impl PgTaskRepository {
-    async fn exists(&self, client: &deadpool_postgres::Object, id: Uuid) -> Result<bool, RepositoryError> {
-        let stmt = client.prepare_cached("SELECT 1 FROM tasks WHERE id = $1").await.map_err(pg)?;
+    async fn exists(
+        &self,
+        client: &deadpool_postgres::Object,
+        id: Uuid,
+    ) -> Result<bool, RepositoryError> {
+        let stmt = client
+            .prepare_cached("SELECT 1 FROM tasks WHERE id = $1")
+            .await
+            .map_err(pg)?;
         Ok(client.query_opt(&stmt, &[&id]).await.map_err(pg)?.is_some())
     }
 }

@@ -34,7 +34,10 @@ pub enum SslMode {
 ///
 /// # Errors
 /// [`StorageError::Settings`] when the CA file cannot be read or holds no certificate.
-pub fn client_config(mode: SslMode, ca_file: Option<&Path>) -> Result<Option<ClientConfig>, StorageError> {
+pub fn client_config(
+    mode: SslMode,
+    ca_file: Option<&Path>,
+) -> Result<Option<ClientConfig>, StorageError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -49,20 +52,33 @@ pub fn client_config(mode: SslMode, ca_file: Option<&Path>) -> Result<Option<Cli
             let mut roots = RootCertStore::empty();
             match ca_file {
                 Some(path) => {
-                    let pem = std::fs::read(path)
-                        .map_err(|e| StorageError::Settings(format!("cannot read CA file {}: {e}", path.display())))?;
+                    let pem = std::fs::read(path).map_err(|e| {
+                        StorageError::Settings(format!(
+                            "cannot read CA file {}: {e}",
+                            path.display()
+                        ))
+                    })?;
                     let mut added = 0;
                     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                         let cert = cert.map_err(|e| {
-                            StorageError::Settings(format!("invalid certificate in {}: {e}", path.display()))
+                            StorageError::Settings(format!(
+                                "invalid certificate in {}: {e}",
+                                path.display()
+                            ))
                         })?;
-                        roots
-                            .add(cert)
-                            .map_err(|e| StorageError::Settings(format!("unusable CA in {}: {e}", path.display())))?;
+                        roots.add(cert).map_err(|e| {
+                            StorageError::Settings(format!(
+                                "unusable CA in {}: {e}",
+                                path.display()
+                            ))
+                        })?;
                         added += 1;
                     }
                     if added == 0 {
-                        return Err(StorageError::Settings(format!("no certificate found in {}", path.display())));
+                        return Err(StorageError::Settings(format!(
+                            "no certificate found in {}",
+                            path.display()
+                        )));
                     }
                 }
                 None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -96,7 +112,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -105,7 +126,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -126,11 +152,17 @@ mod tests {
 
     #[test]
     fn unreadable_or_empty_ca_file_is_a_settings_error() {
-        let err = client_config(SslMode::VerifyFull, Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let err =
+            client_config(SslMode::VerifyFull, Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"));
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("ca.pem");
         std::fs::write(&empty, "not a certificate").unwrap();
-        assert!(client_config(SslMode::VerifyFull, Some(&empty)).unwrap_err().to_string().contains("no certificate"));
+        assert!(
+            client_config(SslMode::VerifyFull, Some(&empty))
+                .unwrap_err()
+                .to_string()
+                .contains("no certificate")
+        );
     }
 }

@@ -12,11 +12,15 @@ async fn fresh_database_gets_every_migration_and_a_rerun_changes_nothing() {
     let all = pending(&settings, &runner).await.unwrap();
     assert!(all.len() >= 2, "{all:?}");
 
-    let first = run_locked(&settings, tasks_storage::embedded::runner(), "t").await.unwrap();
+    let first = run_locked(&settings, tasks_storage::embedded::runner(), "t")
+        .await
+        .unwrap();
     assert_eq!(first.applied.len(), all.len());
     assert!(pending(&settings, &runner).await.unwrap().is_empty());
 
-    let second = run_locked(&settings, tasks_storage::embedded::runner(), "t").await.unwrap();
+    let second = run_locked(&settings, tasks_storage::embedded::runner(), "t")
+        .await
+        .unwrap();
     assert!(second.applied.is_empty());
 }
 
@@ -26,7 +30,9 @@ async fn eight_concurrent_migrators_apply_each_migration_once() {
     let settings = common::settings(&db);
     let migrators = (0..8).map(|_| {
         let settings = settings.clone();
-        tokio::spawn(async move { run_locked(&settings, tasks_storage::embedded::runner(), "tasks").await })
+        tokio::spawn(async move {
+            run_locked(&settings, tasks_storage::embedded::runner(), "tasks").await
+        })
     });
     let results = futures_util::future::join_all(migrators).await;
     let mut applied = Vec::new();
@@ -34,9 +40,17 @@ async fn eight_concurrent_migrators_apply_each_migration_once() {
         applied.extend(result.unwrap().unwrap().applied);
     }
     let expected = tasks_storage::embedded::runner().get_migrations().len();
-    assert_eq!(applied.len(), expected, "each migration applied by exactly one migrator: {applied:?}");
+    assert_eq!(
+        applied.len(),
+        expected,
+        "each migration applied by exactly one migrator: {applied:?}"
+    );
     let client = db.connect().await;
-    let rows: i64 = client.query_one("SELECT count(*) FROM refinery_schema_history", &[]).await.unwrap().get(0);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(rows, i64::try_from(expected).unwrap());
 }
 
@@ -44,8 +58,17 @@ async fn eight_concurrent_migrators_apply_each_migration_once() {
 async fn unreachable_database_is_reported_as_unavailable() {
     let db = tasks_test_support::fresh_database().await;
     let mut settings = common::settings(&db);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     settings.port = closed;
-    let error = run_locked(&settings, tasks_storage::embedded::runner(), "t").await.unwrap_err();
-    assert!(matches!(error, tasks_storage::StorageError::Unavailable(_)), "{error}");
+    let error = run_locked(&settings, tasks_storage::embedded::runner(), "t")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, tasks_storage::StorageError::Unavailable(_)),
+        "{error}"
+    );
 }

@@ -15,7 +15,10 @@ async fn statement_timeout_applies_to_every_connection() {
     let pool = build_pool(&settings).unwrap();
     let client = pool.get().await.unwrap();
     let error = client.query("SELECT pg_sleep(2)", &[]).await.unwrap_err();
-    assert_eq!(StorageError::from_pg(error).to_string().split(':').next(), Some("database unavailable"));
+    assert_eq!(
+        StorageError::from_pg(error).to_string().split(':').next(),
+        Some("database unavailable")
+    );
 }
 
 #[tokio::test]
@@ -37,7 +40,10 @@ async fn password_file_is_reread_for_new_connections() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("database.password");
     std::fs::write(&file, "wrong-password\n").unwrap();
-    settings.password = Password::File { path: file.clone(), fallback: "also-wrong".into() };
+    settings.password = Password::File {
+        path: file.clone(),
+        fallback: "also-wrong".into(),
+    };
     settings.max_size = 1;
     let pool = build_pool(&settings).unwrap();
     assert!(ping(&pool).await.is_err(), "the wrong password is rejected");
@@ -61,7 +67,10 @@ async fn pool_recovers_after_the_database_restarts() {
     let started = Instant::now();
     let error = ping(&pool).await.unwrap_err();
     assert!(matches!(error, StorageError::Unavailable(_)), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(3), "fails fast, no hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "fails fast, no hang"
+    );
 
     server.start();
     // Pooled connections died with the server; the pool replaces them by itself.

@@ -8,17 +8,19 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 use tasks_domain::{
-    Claim, DeleteOutcome, IdempotencyStore, ListQuery, NewTask, Status, StoredResponse, TaskPatch, TaskRepository,
-    TaskService, UpdateOutcome,
+    Claim, DeleteOutcome, IdempotencyStore, ListQuery, NewTask, Status, StoredResponse, TaskPatch,
+    TaskRepository, TaskService, UpdateOutcome,
 };
 use tasks_storage::idempotency::PgIdempotencyStore;
 use tasks_storage::tasks::PgTaskRepository;
 use uuid::Uuid;
 
 fn new_task(title: &str) -> tasks_domain::Task {
-    NewTask::from_json(&json!({"title": title, "description": "d", "due_at": "2030-01-01T00:00:00.123456Z"}))
-        .unwrap()
-        .into_task(Utc::now())
+    NewTask::from_json(
+        &json!({"title": title, "description": "d", "due_at": "2030-01-01T00:00:00.123456Z"}),
+    )
+    .unwrap()
+    .into_task(Utc::now())
 }
 
 #[tokio::test]
@@ -31,15 +33,28 @@ async fn crud_round_trip_preserves_every_field() {
     assert_eq!(repo.get(Uuid::now_v7()).await.unwrap(), None);
 
     let patch = TaskPatch::from_json(&json!({"status": "done", "description": null})).unwrap();
-    let UpdateOutcome::Updated(updated) = repo.update(task.id, &patch, Some(1), Utc::now()).await.unwrap() else {
+    let UpdateOutcome::Updated(updated) = repo
+        .update(task.id, &patch, Some(1), Utc::now())
+        .await
+        .unwrap()
+    else {
         panic!("expected an update");
     };
-    assert_eq!((updated.status, updated.description.clone(), updated.version), (Status::Done, None, 2));
+    assert_eq!(
+        (updated.status, updated.description.clone(), updated.version),
+        (Status::Done, None, 2)
+    );
     assert_eq!(updated.title, task.title);
     assert_eq!(updated.due_at, task.due_at);
-    assert_eq!(repo.delete(task.id, Some(2)).await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(
+        repo.delete(task.id, Some(2)).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
     assert_eq!(repo.get(task.id).await.unwrap(), None);
-    assert_eq!(repo.delete(task.id, None).await.unwrap(), DeleteOutcome::NotFound);
+    assert_eq!(
+        repo.delete(task.id, None).await.unwrap(),
+        DeleteOutcome::NotFound
+    );
 }
 
 #[tokio::test]
@@ -49,11 +64,29 @@ async fn stale_versions_conflict_and_change_nothing() {
     let task = new_task("Contended");
     repo.insert(&task).await.unwrap();
     let patch = TaskPatch::from_json(&json!({"title": "first"})).unwrap();
-    assert!(matches!(repo.update(task.id, &patch, Some(1), Utc::now()).await.unwrap(), UpdateOutcome::Updated(_)));
+    assert!(matches!(
+        repo.update(task.id, &patch, Some(1), Utc::now())
+            .await
+            .unwrap(),
+        UpdateOutcome::Updated(_)
+    ));
     let late = TaskPatch::from_json(&json!({"title": "second"})).unwrap();
-    assert_eq!(repo.update(task.id, &late, Some(1), Utc::now()).await.unwrap(), UpdateOutcome::VersionMismatch);
-    assert_eq!(repo.delete(task.id, Some(1)).await.unwrap(), DeleteOutcome::VersionMismatch);
-    assert_eq!(repo.update(Uuid::now_v7(), &late, None, Utc::now()).await.unwrap(), UpdateOutcome::NotFound);
+    assert_eq!(
+        repo.update(task.id, &late, Some(1), Utc::now())
+            .await
+            .unwrap(),
+        UpdateOutcome::VersionMismatch
+    );
+    assert_eq!(
+        repo.delete(task.id, Some(1)).await.unwrap(),
+        DeleteOutcome::VersionMismatch
+    );
+    assert_eq!(
+        repo.update(Uuid::now_v7(), &late, None, Utc::now())
+            .await
+            .unwrap(),
+        UpdateOutcome::NotFound
+    );
     let current = repo.get(task.id).await.unwrap().unwrap();
     assert_eq!((current.title.as_str(), current.version), ("first", 2));
 }
@@ -68,11 +101,16 @@ async fn concurrent_updates_with_the_same_version_let_exactly_one_win() {
         let repo = repo.clone();
         tokio::spawn(async move {
             let patch = TaskPatch::from_json(&json!({"title": format!("writer {i}")})).unwrap();
-            repo.update(task.id, &patch, Some(1), Utc::now()).await.unwrap()
+            repo.update(task.id, &patch, Some(1), Utc::now())
+                .await
+                .unwrap()
         })
     });
     let outcomes = futures_util::future::join_all(attempts).await;
-    let wins = outcomes.iter().filter(|o| matches!(o.as_ref().unwrap(), UpdateOutcome::Updated(_))).count();
+    let wins = outcomes
+        .iter()
+        .filter(|o| matches!(o.as_ref().unwrap(), UpdateOutcome::Updated(_)))
+        .count();
     assert_eq!(wins, 1);
 }
 
@@ -90,7 +128,10 @@ async fn pagination_is_stable_while_rows_are_inserted() {
         let service = service.clone();
         tokio::spawn(async move {
             for i in 0..40 {
-                service.create(&json!({"title": format!("late {i}")})).await.unwrap();
+                service
+                    .create(&json!({"title": format!("late {i}")}))
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -109,12 +150,21 @@ async fn pagination_is_stable_while_rows_are_inserted() {
     writer.await.unwrap();
     let unique: HashSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no task appears twice");
-    assert!(seen.windows(2).all(|w| w[0] > w[1]), "strictly newest first");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "strictly newest first"
+    );
     for id in &originals {
-        assert!(unique.contains(id), "every task that existed before the walk is seen");
+        assert!(
+            unique.contains(id),
+            "every task that existed before the walk is seen"
+        );
     }
 
-    let done = service.list(&ListQuery::parse(Some("done"), Some("100"), None).unwrap()).await.unwrap();
+    let done = service
+        .list(&ListQuery::parse(Some("done"), Some("100"), None).unwrap())
+        .await
+        .unwrap();
     assert_eq!(done.items.len(), 12);
     assert!(done.items.iter().all(|t| t.status == Status::Done));
     assert_eq!(done.next_cursor, None);
@@ -133,12 +183,19 @@ async fn idempotency_claims_replays_mismatches_and_in_flight() {
         body: b"{\"id\":\"x\"}".to_vec(),
     };
     store.complete("k1", &response).await.unwrap();
-    assert_eq!(store.claim("k1", b"fp-a").await.unwrap(), Claim::Replay(response));
+    assert_eq!(
+        store.claim("k1", b"fp-a").await.unwrap(),
+        Claim::Replay(response)
+    );
     assert_eq!(store.claim("k1", b"fp-b").await.unwrap(), Claim::Mismatch);
 
     assert_eq!(store.claim("k2", b"fp").await.unwrap(), Claim::Claimed);
     store.release("k2").await.unwrap();
-    assert_eq!(store.claim("k2", b"fp").await.unwrap(), Claim::Claimed, "a released key can be claimed again");
+    assert_eq!(
+        store.claim("k2", b"fp").await.unwrap(),
+        Claim::Claimed,
+        "a released key can be claimed again"
+    );
 
     // Concurrent first uses: exactly one claims.
     let claims = (0..8).map(|_| {
@@ -146,7 +203,13 @@ async fn idempotency_claims_replays_mismatches_and_in_flight() {
         tokio::spawn(async move { store.claim("k3", b"same").await.unwrap() })
     });
     let outcomes = futures_util::future::join_all(claims).await;
-    assert_eq!(outcomes.iter().filter(|c| *c.as_ref().unwrap() == Claim::Claimed).count(), 1);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|c| *c.as_ref().unwrap() == Claim::Claimed)
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -155,7 +218,17 @@ async fn expired_keys_are_reclaimable_and_purged_in_bounded_batches() {
     let store = PgIdempotencyStore::new(pool);
     let client = db.connect().await;
     store.claim("old", b"fp").await.unwrap();
-    store.complete("old", &StoredResponse { status: 201, headers: vec![], body: vec![] }).await.unwrap();
+    store
+        .complete(
+            "old",
+            &StoredResponse {
+                status: 201,
+                headers: vec![],
+                body: vec![],
+            },
+        )
+        .await
+        .unwrap();
     client
         .batch_execute(
             "INSERT INTO idempotency_keys (key, fingerprint, status_code, created_at) \
@@ -164,9 +237,17 @@ async fn expired_keys_are_reclaimable_and_purged_in_bounded_batches() {
         )
         .await
         .unwrap();
-    assert_eq!(store.claim("old", b"other").await.unwrap(), Claim::Claimed, "an expired key starts over");
+    assert_eq!(
+        store.claim("old", b"other").await.unwrap(),
+        Claim::Claimed,
+        "an expired key starts over"
+    );
     assert_eq!(store.purge_expired(10).await.unwrap(), 10);
     assert_eq!(store.purge_expired(100).await.unwrap(), 20);
-    let left: i64 = client.query_one("SELECT count(*) FROM idempotency_keys", &[]).await.unwrap().get(0);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM idempotency_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(left, 1);
 }

@@ -54,10 +54,16 @@ impl LogSettings {
     /// # Errors
     /// [`TelemetryError::Filter`] for directives that do not parse.
     pub fn filter(&self) -> Result<EnvFilter, TelemetryError> {
-        let directives = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| self.level.clone());
+        let directives = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| self.level.clone());
         EnvFilter::builder()
             .parse(&directives)
-            .map_err(|e| TelemetryError::Filter { directives, reason: e.to_string() })
+            .map_err(|e| TelemetryError::Filter {
+                directives,
+                reason: e.to_string(),
+            })
     }
 
     /// Installs the global subscriber writing to stdout.
@@ -69,9 +75,17 @@ impl LogSettings {
         let registry = tracing_subscriber::registry().with(filter);
         let result = match self.format {
             LogFormat::Json => registry
-                .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(false).with_span_list(false))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(false)
+                        .with_span_list(false),
+                )
                 .try_init(),
-            LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact()).try_init(),
+            LogFormat::Pretty => registry
+                .with(tracing_subscriber::fmt::layer().compact())
+                .try_init(),
         };
         result.map_err(|_| TelemetryError::AlreadyInitialised)
     }

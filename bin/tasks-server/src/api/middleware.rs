@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::ConnectionType;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 
@@ -39,13 +39,17 @@ pub async fn correlate(
         .and_then(acceptable)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let draining = req.app_data::<web::Data<Draining>>().is_some_and(|d| d.0.load(Ordering::Relaxed));
+    let draining = req
+        .app_data::<web::Data<Draining>>()
+        .is_some_and(|d| d.0.load(Ordering::Relaxed));
     let mut res = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID.clone(), value);
     }
     if draining {
-        res.response_mut().head_mut().set_connection_type(ConnectionType::Close);
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
     }
     Ok(res)
 }

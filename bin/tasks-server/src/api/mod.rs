@@ -5,9 +5,9 @@ pub mod openapi;
 pub mod problem;
 pub mod tasks;
 
-use actix_web::http::StatusCode;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpResponse, web};
 
@@ -20,7 +20,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
 }
 
-fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone {
+fn method_not_allowed(
+    allow: &'static str,
+) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone {
     move || {
         let mut response = problem_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -29,14 +31,21 @@ fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<Ht
             Vec::new(),
         );
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
-            response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::ALLOW, value);
         }
         std::future::ready(response)
     }
 }
 
 async fn not_found() -> HttpResponse {
-    problem_response(StatusCode::NOT_FOUND, "about:blank", Some("no such resource".into()), Vec::new())
+    problem_response(
+        StatusCode::NOT_FOUND,
+        "about:blank",
+        Some("no such resource".into()),
+        Vec::new(),
+    )
 }
 
 /// Mounts the API on an app that already holds `web::Data<ApiState>` and

@@ -24,5 +24,7 @@ pub fn document() -> String {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn openapi_json() -> actix_web::HttpResponse {
-    actix_web::HttpResponse::Ok().content_type("application/json").body(document())
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
 }

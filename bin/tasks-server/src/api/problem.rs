@@ -104,10 +104,16 @@ impl ResponseError for ApiError {
                 DomainError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
                 DomainError::NotFound => StatusCode::NOT_FOUND,
                 DomainError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-                DomainError::Repository(RepositoryError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
-                DomainError::Repository(RepositoryError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+                DomainError::Repository(RepositoryError::Unavailable(_)) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                DomainError::Repository(RepositoryError::Other(_)) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
             },
-            Self::MalformedJson(_) | Self::MalformedId(_) | Self::BadHeader(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::MalformedId(_) | Self::BadHeader(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::IdempotencyInFlight => StatusCode::CONFLICT,
@@ -119,9 +125,12 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %error_chain(self), "request failed");
         }
-        let mut response = problem_response(status, self.kind(), self.detail(), self.field_errors());
+        let mut response =
+            problem_response(status, self.kind(), self.detail(), self.field_errors());
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -143,7 +152,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// A problem response. The request id is added by [`problem_for_any_error`].
-pub fn problem_response(status: StatusCode, kind: &str, detail: Option<String>, errors: Vec<FieldError>) -> HttpResponse {
+pub fn problem_response(
+    status: StatusCode,
+    kind: &str,
+    detail: Option<String>,
+    errors: Vec<FieldError>,
+) -> HttpResponse {
     let problem = Problem {
         kind: kind.to_owned(),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
@@ -152,7 +166,9 @@ pub fn problem_response(status: StatusCode, kind: &str, detail: Option<String>, 
         errors,
         request_id: None,
     };
-    HttpResponse::build(status).content_type(PROBLEM_JSON).json(problem)
+    HttpResponse::build(status)
+        .content_type(PROBLEM_JSON)
+        .json(problem)
 }
 
 /// Turns every error response that is not yet a problem document — actix's own
@@ -162,7 +178,11 @@ pub fn problem_for_any_error<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let status = res.status();
-    let request_id = res.request().extensions().get::<RequestId>().map(|r| r.0.clone());
+    let request_id = res
+        .request()
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone());
     let is_problem = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -171,7 +191,10 @@ pub fn problem_for_any_error<B: MessageBody + 'static>(
     let (head, body) = response.into_parts();
     let body = body.boxed();
     Ok(ErrorHandlerResponse::Future(Box::pin(async move {
-        let bytes = actix_web::body::to_bytes_limited(body, 64 * 1024).await.ok().and_then(Result::ok);
+        let bytes = actix_web::body::to_bytes_limited(body, 64 * 1024)
+            .await
+            .ok()
+            .and_then(Result::ok);
         let mut document: serde_json::Value = match (&bytes, is_problem) {
             (Some(b), true) => serde_json::from_slice(b).unwrap_or_default(),
             _ => serde_json::Value::Null,
@@ -193,10 +216,15 @@ pub fn problem_for_any_error<B: MessageBody + 'static>(
         if let (Some(map), Some(id)) = (document.as_object_mut(), request_id) {
             map.insert("request_id".into(), serde_json::Value::String(id));
         }
-        let mut rebuilt = head.set_body(BoxBody::new(serde_json::to_vec(&document).unwrap_or_default()));
-        rebuilt.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let mut rebuilt = head.set_body(BoxBody::new(
+            serde_json::to_vec(&document).unwrap_or_default(),
+        ));
+        rebuilt
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         rebuilt.headers_mut().remove(header::CONTENT_LENGTH);
-        let rebuilt: HttpResponse<EitherBody<B>> = HttpResponse::from(rebuilt).map_into_right_body();
+        let rebuilt: HttpResponse<EitherBody<B>> =
+            HttpResponse::from(rebuilt).map_into_right_body();
         Ok(ServiceResponse::new(req, rebuilt))
     })))
 }

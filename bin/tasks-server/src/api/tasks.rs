@@ -7,7 +7,10 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tasks_domain::{Claim, IdempotencyStore, ListQuery, Precondition, StoredResponse, Task, TaskRepository, TaskService};
+use tasks_domain::{
+    Claim, IdempotencyStore, ListQuery, Precondition, StoredResponse, Task, TaskRepository,
+    TaskService,
+};
 use uuid::Uuid;
 
 use super::problem::{ApiError, Problem};
@@ -51,9 +54,21 @@ fn require_json(req: &HttpRequest, advertised: &'static str) -> Result<(), ApiEr
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType(advertised));
     };
-    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let json = essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if json { Ok(()) } else { Err(ApiError::UnsupportedMediaType(advertised)) }
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(advertised))
+    }
 }
 
 fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
@@ -67,12 +82,17 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
     let mut present = false;
     for value in headers.get_all(header::IF_MATCH) {
         present = true;
-        let text = value.to_str().map_err(|_| ApiError::BadHeader("If-Match"))?;
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::BadHeader("If-Match"))?;
         for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if tag == "*" {
                 return Ok(Some(Precondition::Exists));
             }
-            let version = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).and_then(|t| t.parse::<i64>().ok());
+            let version = tag
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| t.parse::<i64>().ok());
             // An unparseable tag is a version no task has.
             versions.push(version.unwrap_or(0));
         }
@@ -82,9 +102,14 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
 
 fn none_match(headers: &HeaderMap, task: &Task) -> bool {
     let current = etag(task);
-    headers.get_all(header::IF_NONE_MATCH).filter_map(|v| v.to_str().ok()).any(|text| {
-        text.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == current)
-    })
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .any(|text| {
+            text.split(',')
+                .map(str::trim)
+                .any(|tag| tag == "*" || tag.trim_start_matches("W/") == current)
+        })
 }
 
 /// Create a task.
@@ -102,12 +127,18 @@ fn none_match(headers: &HeaderMap, task: &Task) -> bool {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     require_json(&req, "application/json")?;
     let key = match req.headers().get(IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => {
-            let key = v.to_str().map_err(|_| ApiError::BadHeader("Idempotency-Key"))?;
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::BadHeader("Idempotency-Key"))?;
             if key.is_empty() || key.len() > 255 {
                 return Err(ApiError::BadHeader("Idempotency-Key"));
             }
@@ -120,8 +151,16 @@ pub async fn create(req: HttpRequest, body: web::Bytes, state: web::Data<ApiStat
         return Ok(task_response(StatusCode::CREATED, &task));
     };
 
-    let fingerprint = Sha256::new().chain_update(b"POST /v1/tasks\n").chain_update(&body).finalize();
-    match state.idempotency.claim(&key, &fingerprint).await.map_err(tasks_domain::DomainError::from)? {
+    let fingerprint = Sha256::new()
+        .chain_update(b"POST /v1/tasks\n")
+        .chain_update(&body)
+        .finalize();
+    match state
+        .idempotency
+        .claim(&key, &fingerprint)
+        .await
+        .map_err(tasks_domain::DomainError::from)?
+    {
         Claim::Replay(stored) => return Ok(replay(&stored)),
         Claim::Mismatch => return Err(ApiError::IdempotencyMismatch),
         Claim::InFlight => return Err(ApiError::IdempotencyInFlight),
@@ -185,10 +224,16 @@ fn replay(stored: &StoredResponse) -> HttpResponse {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get(req: HttpRequest, id: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     let task = state.tasks.get(parse_id(&id)?).await?;
     if none_match(req.headers(), &task) {
-        return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag(&task))).finish());
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag(&task)))
+            .finish());
     }
     Ok(task_response(StatusCode::OK, &task))
 }
@@ -215,8 +260,15 @@ pub struct ListParams {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(params: web::Query<ListParams>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let query = ListQuery::parse(params.status.as_deref(), params.limit.as_deref(), params.cursor.as_deref())?;
+pub async fn list(
+    params: web::Query<ListParams>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = ListQuery::parse(
+        params.status.as_deref(),
+        params.limit.as_deref(),
+        params.cursor.as_deref(),
+    )?;
     Ok(HttpResponse::Ok().json(state.tasks.list(&query).await?))
 }
 
@@ -247,7 +299,10 @@ pub async fn update(
     require_json(&req, "application/merge-patch+json")?;
     let precondition = if_match(req.headers())?;
     let input = parse_json(&body)?;
-    let task = state.tasks.update(id, &input, precondition.as_ref()).await?;
+    let task = state
+        .tasks
+        .update(id, &input, precondition.as_ref())
+        .await?;
     Ok(task_response(StatusCode::OK, &task))
 }
 
@@ -264,7 +319,11 @@ pub async fn update(
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete(req: HttpRequest, id: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let precondition = if_match(req.headers())?;
     state.tasks.delete(id, precondition.as_ref()).await?;

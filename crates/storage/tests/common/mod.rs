@@ -26,7 +26,9 @@ pub fn settings(db: &TestDatabase) -> PoolSettings {
 pub async fn migrated() -> (TestDatabase, PoolSettings, deadpool_postgres::Pool) {
     let db = tasks_test_support::fresh_database().await;
     let settings = settings(&db);
-    tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "test").await.unwrap();
+    tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "test")
+        .await
+        .unwrap();
     let pool = build_pool(&settings).unwrap();
     (db, settings, pool)
 }
