@@ -1,6 +1,8 @@
 //! Configuration through the real binary: every source honoured, every problem named,
 //! secrets never printed.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::process::{Command, Output};
 
 const SECRET: &str = "S3cr3t-Value";

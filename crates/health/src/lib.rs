@@ -200,10 +200,10 @@ impl Health {
 
 async fn run_check(check: &Check) -> CheckResult {
     let mut last = check.last.lock().await;
-    if let Some((at, result)) = last.as_ref() {
-        if at.elapsed() < check.cache_for {
-            return result.clone();
-        }
+    if let Some((at, result)) = last.as_ref()
+        && at.elapsed() < check.cache_for
+    {
+        return result.clone();
     }
     let started = Instant::now();
     let outcome = tokio::time::timeout(check.timeout, (check.run)()).await;

@@ -1,5 +1,7 @@
 //! Migrations against a real PostgreSQL: fresh, re-run, and many concurrent migrators.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 
 use tasks_storage::migrate::{pending, run_locked};

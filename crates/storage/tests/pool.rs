@@ -1,6 +1,8 @@
 //! The pool against a real PostgreSQL: bounded waits, statement timeouts, password
 //! rotation, recovery after a restart.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,7 @@
 //! The tasks repository and idempotency store against a real PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 
 use std::collections::HashSet;

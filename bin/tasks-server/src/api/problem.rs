@@ -223,8 +223,7 @@ pub fn problem_for_any_error<B: MessageBody + 'static>(
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         rebuilt.headers_mut().remove(header::CONTENT_LENGTH);
-        let rebuilt: HttpResponse<EitherBody<B>> =
-            HttpResponse::from(rebuilt).map_into_right_body();
+        let rebuilt: HttpResponse<EitherBody<B>> = rebuilt.map_into_right_body();
         Ok(ServiceResponse::new(req, rebuilt))
     })))
 }
