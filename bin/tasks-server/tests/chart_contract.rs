@@ -1,0 +1,1310 @@
+//! Contract tests: the Helm chart (`deploy/helm/tasks`) and the `tasks-server` binary agree.
+//!
+//! Every manifest is rendered by the real `helm template` (`.tools/bin/helm`, else `helm` on
+//! `PATH`; without either the tests fail and say to run `scripts/ensure-tools.sh helm`) for
+//! each overlay in `deploy/helm/values/` and for the CI values file with every optional
+//! feature on. Every claim about the binary is asked of the binary itself: `check-config`
+//! for configuration keys, defaults and effective values, and a running server for the
+//! health routes. Nothing here needs a cluster or a database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_tasks-server");
+/// The binary's source of `DEFAULT_SECRETS_DIR` (it is not printed by `check-config`).
+const SETTINGS_RS: &str = include_str!("../src/settings.rs");
+
+/// The health routes of `tasks-health`, as the chart must use them.
+const LIVEZ: &str = "/livez";
+const READYZ: &str = "/readyz";
+
+const CHART: &str = "deploy/helm/tasks";
+const RELEASE: &str = "tasks";
+const NAMESPACE: &str = "tasks";
+/// Name of the app container in the Deployment.
+const APP_CONTAINER: &str = "tasks-server";
+/// Variables the config loader reserves for itself; they are not configuration keys.
+const RESERVED_VARS: [&str; 2] = ["TASKS_SECRETS_DIR", "TASKS_CONFIG_FILE"];
+
+/// The values files under test: each environment overlay and the all-features CI file.
+const CASES: [(&str, &str); 4] = [
+    ("local", "deploy/helm/values/local.yaml"),
+    ("staging", "deploy/helm/values/staging.yaml"),
+    ("production", "deploy/helm/values/production.yaml"),
+    ("ci/all-features", "deploy/helm/ci/all-features.yaml"),
+];
+
+// ---------------------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------------------
+
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// The helm binary: the project-local one, else one on `PATH`. Never skips.
+fn helm() -> PathBuf {
+    let local = repo_root().join(".tools/bin/helm");
+    if local.is_file() {
+        return local;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("helm");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "helm not found (neither .tools/bin/helm nor helm on PATH): run `scripts/ensure-tools.sh helm` \
+         first; the chart contract tests need a real helm and never skip"
+    );
+}
+
+/// One `helm template` output, parsed.
+#[derive(Debug)]
+struct Render {
+    /// Which values (and `--set`s) produced it, for messages.
+    label: String,
+    docs: Vec<Value>,
+}
+
+/// Renders the chart with one values file and extra `--set` arguments.
+fn render(label: &str, values: &str, sets: &[&str]) -> Render {
+    let root = repo_root();
+    let mut cmd = Command::new(helm());
+    cmd.current_dir(&root).args([
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        values,
+    ]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().expect("run helm template");
+    let label = if sets.is_empty() {
+        label.to_owned()
+    } else {
+        format!("{label} --set {}", sets.join(" --set "))
+    };
+    assert!(
+        out.status.success(),
+        "helm template failed for {label} ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("helm output is UTF-8");
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = Value::deserialize(doc)
+            .unwrap_or_else(|e| panic!("{label}: rendered YAML does not parse: {e}"));
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    assert!(!docs.is_empty(), "{label}: helm rendered nothing");
+    Render { label, docs }
+}
+
+/// Every case rendered once, shared by the tests.
+fn renders() -> &'static [Render] {
+    static RENDERS: OnceLock<Vec<Render>> = OnceLock::new();
+    RENDERS.get_or_init(|| {
+        CASES
+            .iter()
+            .map(|(label, file)| render(label, file, &[]))
+            .collect()
+    })
+}
+
+fn local_render() -> &'static Render {
+    renders()
+        .iter()
+        .find(|r| r.label == "local")
+        .expect("the local overlay is a case")
+}
+
+impl Render {
+    fn all(&self, kind: &str) -> Vec<&Value> {
+        self.docs
+            .iter()
+            .filter(|d| str_at(d, "/kind") == Some(kind))
+            .collect()
+    }
+
+    fn named(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.all(kind)
+            .into_iter()
+            .find(|d| str_at(d, "/metadata/name") == Some(name))
+    }
+
+    fn deployment(&self) -> &Value {
+        let all = self.all("Deployment");
+        assert_eq!(
+            all.len(),
+            1,
+            "{}: expected exactly one Deployment, found {}",
+            self.label,
+            all.len()
+        );
+        all[0]
+    }
+
+    fn deployment_name(&self) -> &str {
+        str_at(self.deployment(), "/metadata/name").expect("Deployment has a name")
+    }
+
+    fn pod_spec(&self) -> &Value {
+        self.deployment()
+            .pointer("/spec/template/spec")
+            .expect("Deployment has a pod spec")
+    }
+
+    fn app_container(&self) -> &Value {
+        arr(self.pod_spec(), "/containers")
+            .iter()
+            .find(|c| str_at(c, "/name") == Some(APP_CONTAINER))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: the Deployment has no container named {APP_CONTAINER}",
+                    self.label
+                )
+            })
+    }
+
+    /// The Deployment's pod-template annotation `key`.
+    fn pod_annotation(&self, key: &str) -> String {
+        self.deployment()
+            .pointer("/spec/template/metadata/annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: the Deployment's pod template has no {key} annotation",
+                    self.label
+                )
+            })
+            .to_owned()
+    }
+
+    /// The environment the app container gets: ConfigMaps from `envFrom`, then `env`.
+    fn container_env(&self) -> BTreeMap<String, String> {
+        let container = self.app_container();
+        let mut env = BTreeMap::new();
+        for from in arr(container, "/envFrom") {
+            let Some(name) = str_at(from, "/configMapRef/name") else {
+                panic!(
+                    "{}: envFrom entry {from} is not a ConfigMap (secrets must be mounted as files)",
+                    self.label
+                )
+            };
+            let map = self.named("ConfigMap", name).unwrap_or_else(|| {
+                panic!(
+                    "{}: envFrom names ConfigMap {name}, which is not rendered",
+                    self.label
+                )
+            });
+            let prefix = str_at(from, "/prefix").unwrap_or("");
+            if let Some(data) = map.get("data").and_then(Value::as_object) {
+                for (key, value) in data {
+                    env.insert(format!("{prefix}{key}"), scalar(value));
+                }
+            }
+        }
+        for var in arr(container, "/env") {
+            let name = str_at(var, "/name")
+                .expect("env entry has a name")
+                .to_owned();
+            match var.get("value") {
+                Some(value) => {
+                    env.insert(name, scalar(value));
+                }
+                None if name.starts_with("TASKS_") => panic!(
+                    "{}: {name} uses valueFrom; the contract needs literal TASKS_ values, and secrets belong in files",
+                    self.label
+                ),
+                None => {}
+            }
+        }
+        env
+    }
+
+    /// Only the `TASKS_*` part of [`Render::container_env`].
+    fn tasks_env(&self) -> BTreeMap<String, String> {
+        self.container_env()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("TASKS_"))
+            .collect()
+    }
+
+    /// Resolves a port reference (number, or the name of a container port) of the app
+    /// container to a number.
+    fn container_port(&self, port: &Value) -> Option<u64> {
+        resolve_port(self.app_container(), port)
+    }
+}
+
+fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}
+
+fn arr<'a>(value: &'a Value, pointer: &str) -> &'a [Value] {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn obj_strings(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect())
+        .unwrap_or_default()
+}
+
+/// A scalar as the string Kubernetes would hand the process.
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A port given as a number or a string holding digits.
+fn port_number(value: &Value) -> Option<u64> {
+    value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// A port reference of `container`: a number, or the name of one of its ports.
+fn resolve_port(container: &Value, port: &Value) -> Option<u64> {
+    match port {
+        Value::Number(_) => port.as_u64(),
+        Value::String(name) => arr(container, "/ports")
+            .iter()
+            .find(|p| str_at(p, "/name") == Some(name.as_str()))
+            .and_then(|p| p.get("containerPort"))
+            .and_then(port_number),
+        _ => None,
+    }
+}
+
+/// `selector` (matchLabels or a Service selector) selects pods labelled `labels`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Fails with every collected problem, one per line.
+fn assert_no_problems(what: &str, problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{what}: {} problem(s):\n  - {}",
+        problems.len(),
+        problems.join("\n  - ")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Asking the binary
+// ---------------------------------------------------------------------------------------
+
+/// One run of `tasks-server check-config`.
+#[derive(Debug)]
+struct CheckConfig {
+    output: Output,
+    /// key → (value, origin) from the printed effective configuration.
+    effective: BTreeMap<String, (Value, String)>,
+}
+
+impl CheckConfig {
+    fn success(&self) -> bool {
+        self.output.status.success()
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "exit {}; stdout:\n{}\nstderr:\n{}",
+            self.output.status,
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn u64(&self, key: &str) -> u64 {
+        self.effective
+            .get(key)
+            .and_then(|(v, _)| v.as_u64())
+            .unwrap_or_else(|| panic!("check-config printed no integer {key}:\n{}", self.report()))
+    }
+
+    fn origin(&self, key: &str) -> Option<&str> {
+        self.effective.get(key).map(|(_, origin)| origin.as_str())
+    }
+}
+
+/// Runs `check-config` with exactly `vars` (no inherited environment) and a secrets
+/// directory holding one dummy file per name in `secret_files`.
+fn check_config(vars: &BTreeMap<String, String>, secret_files: &[String]) -> CheckConfig {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in secret_files {
+        std::fs::write(dir.path().join(name), "dummy-secret-value\n").expect("write a secret file");
+    }
+    let output = Command::new(BIN)
+        .arg("check-config")
+        .env_clear()
+        .envs(vars)
+        .env("TASKS_SECRETS_DIR", dir.path())
+        .output()
+        .expect("run tasks-server check-config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut effective = BTreeMap::new();
+    for line in stdout.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, rest)) = line.split_once(" = ") else {
+            continue;
+        };
+        let Some((value, origin)) = rest.rsplit_once("  # ") else {
+            continue;
+        };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        effective.insert(key.to_owned(), (value, origin.to_owned()));
+    }
+    CheckConfig { output, effective }
+}
+
+/// `check-config` with the environment and secret files the chart gives the container.
+/// Panics when the binary rejects them (that is a contract failure of its own).
+fn effective_config(render: &Render) -> CheckConfig {
+    let secrets = secret_files(render).unwrap_or_default();
+    let run = check_config(&render.tasks_env(), &secrets);
+    assert!(
+        run.success(),
+        "{}: tasks-server check-config rejects the chart's configuration: {}",
+        render.label,
+        run.report()
+    );
+    run
+}
+
+/// `TASKS_HTTP__MAX_BODY_BYTES` → `http.max_body_bytes`.
+fn key_of_var(var: &str) -> String {
+    var.trim_start_matches("TASKS_")
+        .to_ascii_lowercase()
+        .replace("__", ".")
+}
+
+/// `DEFAULT_SECRETS_DIR` from the binary's settings.rs.
+fn binary_default_secrets_dir() -> String {
+    SETTINGS_RS
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pub const DEFAULT_SECRETS_DIR: &str = \""))
+        .and_then(|rest| rest.strip_suffix("\";"))
+        .expect("bin/tasks-server/src/settings.rs declares `pub const DEFAULT_SECRETS_DIR: &str = \"...\";`")
+        .to_owned()
+}
+
+/// The secrets directory of the container: `TASKS_SECRETS_DIR` as the chart sets it, or
+/// the binary's default.
+fn secrets_dir(render: &Render) -> String {
+    render
+        .container_env()
+        .get("TASKS_SECRETS_DIR")
+        .cloned()
+        .unwrap_or_else(binary_default_secrets_dir)
+}
+
+/// File names the chart mounts into the secrets directory.
+fn secret_files(render: &Render) -> Result<Vec<String>, String> {
+    let label = &render.label;
+    let dir = secrets_dir(render);
+    let mounts: Vec<&Value> = arr(render.app_container(), "/volumeMounts")
+        .iter()
+        .filter(|m| {
+            str_at(m, "/mountPath").map(|p| p.trim_end_matches('/'))
+                == Some(dir.trim_end_matches('/'))
+        })
+        .collect();
+    let [mount] = mounts.as_slice() else {
+        return Err(format!(
+            "{label}: expected one volume mounted at the secrets dir {dir}, found {}",
+            mounts.len()
+        ));
+    };
+    if mount.get("subPath").is_some() {
+        return Err(format!(
+            "{label}: the secrets mount uses subPath (files would never follow a rotated Secret)"
+        ));
+    }
+    let volume_name = str_at(mount, "/name").unwrap_or_default();
+    let volume = arr(render.pod_spec(), "/volumes")
+        .iter()
+        .find(|v| str_at(v, "/name") == Some(volume_name))
+        .ok_or_else(|| {
+            format!(
+                "{label}: the secrets mount names volume {volume_name}, which the pod does not have"
+            )
+        })?;
+    let secrets: Vec<&Value> = if let Some(secret) = volume.get("secret") {
+        vec![secret]
+    } else if volume.get("projected").is_some() {
+        arr(volume, "/projected/sources")
+            .iter()
+            .filter_map(|s| s.get("secret"))
+            .collect()
+    } else {
+        return Err(format!(
+            "{label}: volume {volume_name} at the secrets dir is not a Secret volume: {volume}"
+        ));
+    };
+    let mut names = Vec::new();
+    for secret in secrets {
+        let secret_name = str_at(secret, "/secretName")
+            .or_else(|| str_at(secret, "/name"))
+            .unwrap_or_default();
+        let rendered = render.named("Secret", secret_name);
+        let items = arr(secret, "/items");
+        if items.is_empty() {
+            // Every key of the Secret becomes a file; only knowable when it is rendered here.
+            let secret = rendered.ok_or_else(|| {
+                format!("{label}: Secret {secret_name} is not rendered and its volume lists no items: file names unknown")
+            })?;
+            names.extend(obj_strings(secret.get("data")).into_keys());
+            names.extend(obj_strings(secret.get("stringData")).into_keys());
+        } else {
+            for item in items {
+                let key = str_at(item, "/key").unwrap_or_default();
+                if let Some(secret) = rendered {
+                    let has = |field: &str| secret.get(field).and_then(|d| d.get(key)).is_some();
+                    if !has("data") && !has("stringData") {
+                        return Err(format!(
+                            "{label}: volume item key {key} is not in the rendered Secret {secret_name}"
+                        ));
+                    }
+                }
+                names.push(str_at(item, "/path").unwrap_or(key).to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+// ---------------------------------------------------------------------------------------
+// A running server
+// ---------------------------------------------------------------------------------------
+
+/// A `tasks-server serve` process, killed on drop.
+#[derive(Debug)]
+struct Server {
+    child: Child,
+    admin_port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `N` distinct loopback ports nobody listens on (all held until chosen, then released).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
+}
+
+impl Server {
+    /// Starts the binary with the chart's `TASKS_*` configuration from `render`, moved to
+    /// free loopback ports, a database on a closed port and an empty secrets directory.
+    fn start(render: &Render) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).expect("secrets dir");
+        let log = dir.path().join("server.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let [http_port, admin_port, closed_port] = free_ports();
+        let mut env = render.tasks_env();
+        for (var, value) in [
+            ("TASKS_HTTP__HOST", "127.0.0.1".to_owned()),
+            ("TASKS_ADMIN__HOST", "127.0.0.1".to_owned()),
+            ("TASKS_HTTP__PORT", http_port.to_string()),
+            ("TASKS_ADMIN__PORT", admin_port.to_string()),
+            ("TASKS_HTTP__WORKERS", "1".to_owned()),
+            ("TASKS_DATABASE__HOST", "127.0.0.1".to_owned()),
+            ("TASKS_DATABASE__PORT", closed_port.to_string()),
+            ("TASKS_DATABASE__SSLMODE", "disable".to_owned()),
+            ("TASKS_SHUTDOWN__DRAIN_DELAY_SECS", "0".to_owned()),
+        ] {
+            env.insert(var.to_owned(), value);
+        }
+        let child = Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .envs(&env)
+            .env("TASKS_SECRETS_DIR", &secrets)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start tasks-server serve");
+        Self {
+            child,
+            admin_port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Status of `GET path` on the admin listener.
+    fn admin_get(&self, path: &str) -> std::io::Result<u16> {
+        http_get(self.admin_port, path)
+    }
+
+    /// Polls `path` until it answers `want` (or the time runs out), returning the last
+    /// status seen.
+    fn wait_for(&mut self, path: &str, want: u16, within: Duration) -> Result<u16, String> {
+        let deadline = Instant::now() + within;
+        let mut last = String::from("no answer");
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "tasks-server exited ({status}) before answering; log:\n{}",
+                    self.log()
+                ));
+            }
+            match self.admin_get(path) {
+                Ok(status) if status == want => return Ok(status),
+                Ok(status) => last = format!("status {status}"),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "GET {path} on the admin port never answered {want} (last: {last}); log:\n{}",
+            self.log()
+        ))
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback; returns the status code.
+fn http_get(port: u16, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))
+}
+
+// ---------------------------------------------------------------------------------------
+// The contract
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn probes_use_the_admin_port_and_the_binarys_health_routes() {
+    let mut problems = Vec::new();
+    let mut chart_paths = BTreeSet::new();
+    for render in renders() {
+        let label = &render.label;
+        let admin_port = effective_config(render).u64("admin.port");
+        let container = render.app_container();
+        for (probe, want_path) in [
+            ("startupProbe", LIVEZ),
+            ("livenessProbe", LIVEZ),
+            ("readinessProbe", READYZ),
+        ] {
+            let Some(get) = container.get(probe).map(|p| p.get("httpGet")) else {
+                problems.push(format!("{label}: the app container has no {probe}"));
+                continue;
+            };
+            let Some(get) = get else {
+                problems.push(format!("{label}: {probe} is not an httpGet probe"));
+                continue;
+            };
+            let path = str_at(get, "/path").unwrap_or("/");
+            chart_paths.insert(path.to_owned());
+            if path != want_path {
+                problems.push(format!(
+                    "{label}: {probe} GETs {path}, expected {want_path}"
+                ));
+            }
+            if let Some(scheme) = str_at(get, "/scheme").filter(|s| *s != "HTTP") {
+                problems.push(format!(
+                    "{label}: {probe} uses scheme {scheme}; the admin listener speaks plain HTTP"
+                ));
+            }
+            let port = get.get("port").unwrap_or(&Value::Null);
+            match render.container_port(port) {
+                Some(number) if number == admin_port => {}
+                Some(number) => problems.push(format!(
+                    "{label}: {probe} targets port {port} = {number}, but the binary's admin.port is {admin_port}"
+                )),
+                None => problems.push(format!("{label}: {probe} port {port} is not a port of the app container")),
+            }
+        }
+    }
+    assert_no_problems("probes", &problems);
+
+    // The routes are real: the binary, started with the local overlay's configuration and
+    // no database, answers /livez 200 and /readyz 503 (not ready), and 404 elsewhere.
+    let mut server = Server::start(local_render());
+    server
+        .wait_for(LIVEZ, 200, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    server
+        .wait_for(READYZ, 503, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let missing = server
+        .admin_get("/no-such-route-for-contract-tests")
+        .expect("GET an unknown route");
+    assert_eq!(
+        missing, 404,
+        "an unknown admin route must answer 404, or the checks above prove nothing"
+    );
+    for path in &chart_paths {
+        let status = server.admin_get(path).expect("GET a probe path");
+        assert_ne!(
+            status,
+            404,
+            "the chart probes {path}, which the binary does not serve; log:\n{}",
+            server.log()
+        );
+    }
+}
+
+#[test]
+fn every_tasks_variable_the_chart_sets_is_a_config_key() {
+    let mut problems = Vec::new();
+    for render in renders() {
+        let label = &render.label;
+        let env = render.tasks_env();
+        if env.is_empty() {
+            problems.push(format!(
+                "{label}: the chart sets no TASKS_ variables at all"
+            ));
+            continue;
+        }
+        let secrets = secret_files(render).unwrap_or_default();
+        let run = check_config(&env, &secrets);
+        if !run.success() {
+            problems.push(format!(
+                "{label}: check-config rejects the chart's TASKS_ variables: {}",
+                run.report()
+            ));
+            continue;
+        }
+        // Each variable took effect on the key it names (nothing ignored or shadowed).
+        for var in env.keys().filter(|v| !RESERVED_VARS.contains(&v.as_str())) {
+            let key = key_of_var(var);
+            match run.origin(&key) {
+                Some(origin) if origin == var => {}
+                other => problems.push(format!(
+                    "{label}: {var} should set {key}, but check-config reports its origin as {other:?}"
+                )),
+            }
+        }
+    }
+    assert_no_problems("TASKS_ variables", &problems);
+
+    // The check can fail: a misspelt variable is rejected, naming the variable.
+    let render = local_render();
+    let mut env = render.tasks_env();
+    env.insert("TASKS_HTTP__PROT".to_owned(), "8080".to_owned());
+    let run = check_config(&env, &secret_files(render).unwrap_or_default());
+    assert!(
+        !run.success(),
+        "check-config accepted the misspelt TASKS_HTTP__PROT: {}",
+        run.report()
+    );
+    assert!(
+        run.stderr().contains("TASKS_HTTP__PROT"),
+        "check-config did not name TASKS_HTTP__PROT: {}",
+        run.report()
+    );
+}
+
+#[test]
+fn secret_files_are_config_keys_mounted_at_the_secrets_dir() {
+    let default_dir = binary_default_secrets_dir();
+    let mut problems = Vec::new();
+    for render in renders() {
+        let label = &render.label;
+        let dir = secrets_dir(render);
+        if !render.container_env().contains_key("TASKS_SECRETS_DIR") && dir != default_dir {
+            problems.push(format!(
+                "{label}: secrets dir {dir} is not the binary's default {default_dir}"
+            ));
+        }
+        let names = match secret_files(render) {
+            Ok(names) => names,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        if !names.iter().any(|n| n == "database.password") {
+            problems.push(format!(
+                "{label}: no database.password file at {dir} (files: {names:?})"
+            ));
+        }
+        // Ask the binary: each file name is a key, and the value comes from that file.
+        let run = check_config(&BTreeMap::new(), &names);
+        if !run.success() {
+            problems.push(format!(
+                "{label}: check-config rejects the secret files {names:?}: {}",
+                run.report()
+            ));
+            continue;
+        }
+        for name in &names {
+            match run.origin(name) {
+                Some(origin) if origin.starts_with("secret file ") => {}
+                other => problems.push(format!(
+                    "{label}: secret file {name} is not read as config key {name} (origin {other:?})"
+                )),
+            }
+        }
+    }
+    assert_no_problems("secret files", &problems);
+
+    // The check can fail: a misspelt secret file name is rejected.
+    let run = check_config(&BTreeMap::new(), &["database.pasword".to_owned()]);
+    assert!(
+        !run.success(),
+        "check-config accepted a secret file named database.pasword: {}",
+        run.report()
+    );
+}
+
+/// `USER uid:gid` of docker/Dockerfile (every USER line must agree).
+fn image_user() -> (u64, u64) {
+    let path = repo_root().join("docker/Dockerfile");
+    let text = std::fs::read_to_string(&path).expect("read docker/Dockerfile");
+    let users: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("USER "))
+        .map(str::trim)
+        .collect();
+    let [user] = users.iter().collect::<Vec<_>>()[..] else {
+        panic!("docker/Dockerfile must have exactly one USER value, found {users:?}");
+    };
+    let (uid, gid) = user
+        .split_once(':')
+        .unwrap_or_else(|| panic!("Dockerfile USER {user} is not numeric uid:gid"));
+    let parse = |s: &str| {
+        s.parse()
+            .unwrap_or_else(|_| panic!("Dockerfile USER {user} is not numeric uid:gid"))
+    };
+    (parse(uid), parse(gid))
+}
+
+#[test]
+fn containers_run_as_the_image_user_non_root_read_only() {
+    let (uid, gid) = image_user();
+    let mut problems = Vec::new();
+    for render in renders() {
+        let label = &render.label;
+        let image = str_at(render.app_container(), "/image").expect("app container has an image");
+        // The Deployment's pod, and every other pod running the app image (the Helm test).
+        let mut pods = vec![("Deployment".to_owned(), render.pod_spec())];
+        for pod in render.all("Pod") {
+            let name = str_at(pod, "/metadata/name").unwrap_or_default();
+            pods.push((
+                format!("Pod {name}"),
+                pod.get("spec").unwrap_or(&Value::Null),
+            ));
+        }
+        for (owner, spec) in pods {
+            let pod_ctx = spec.get("securityContext").unwrap_or(&Value::Null);
+            let containers = arr(spec, "/containers")
+                .iter()
+                .chain(arr(spec, "/initContainers"));
+            for container in containers.filter(|c| str_at(c, "/image") == Some(image)) {
+                let name = str_at(container, "/name").unwrap_or_default();
+                let ctx = container.get("securityContext").unwrap_or(&Value::Null);
+                let field = |key: &str| ctx.get(key).or_else(|| pod_ctx.get(key));
+                let at = format!("{label}: {owner} container {name}");
+                if field("runAsUser").and_then(Value::as_u64) != Some(uid) {
+                    problems.push(format!(
+                        "{at}: runAsUser {:?}, the image's UID is {uid}",
+                        field("runAsUser")
+                    ));
+                }
+                if field("runAsGroup").and_then(Value::as_u64) != Some(gid) {
+                    problems.push(format!(
+                        "{at}: runAsGroup {:?}, the image's GID is {gid}",
+                        field("runAsGroup")
+                    ));
+                }
+                if field("runAsNonRoot").and_then(Value::as_bool) != Some(true) {
+                    problems.push(format!("{at}: runAsNonRoot is not true"));
+                }
+                if ctx.get("readOnlyRootFilesystem").and_then(Value::as_bool) != Some(true) {
+                    problems.push(format!("{at}: readOnlyRootFilesystem is not true"));
+                }
+            }
+        }
+    }
+    assert_no_problems("security context", &problems);
+}
+
+#[test]
+fn grace_period_exceeds_drain_delay_plus_shutdown_timeout() {
+    let mut problems = Vec::new();
+    for render in renders() {
+        let config = effective_config(render);
+        let drain = config.u64("shutdown.drain_delay_secs");
+        let timeout = config.u64("shutdown.timeout_secs");
+        // Kubernetes' default when the field is absent.
+        let grace = render
+            .pod_spec()
+            .get("terminationGracePeriodSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(30);
+        if grace <= drain + timeout {
+            problems.push(format!(
+                "{}: terminationGracePeriodSeconds {grace} <= drain_delay_secs {drain} + timeout_secs {timeout}",
+                render.label
+            ));
+        }
+    }
+    assert_no_problems("grace period", &problems);
+}
+
+#[test]
+fn checksum_annotations_follow_config_and_secret_values() {
+    const CONFIG: &str = "checksum/config";
+    const SECRET: &str = "checksum/secret";
+    let mut problems = Vec::new();
+    for (label, file) in CASES {
+        let base = renders()
+            .iter()
+            .find(|r| r.label == label)
+            .expect("case rendered");
+        let again = render(label, file, &[]);
+        for key in [CONFIG, SECRET] {
+            if base.pod_annotation(key) != again.pod_annotation(key) {
+                problems.push(format!(
+                    "{label}: {key} differs between two identical renders"
+                ));
+            }
+        }
+
+        // A config value: the log level.
+        let level = base
+            .container_env()
+            .get("TASKS_LOG__LEVEL")
+            .cloned()
+            .unwrap_or_default();
+        let new_level = if level == "warn" { "error" } else { "warn" };
+        let changed = render(label, file, &[&format!("config.log.level={new_level}")]);
+        let rendered_level = changed.container_env().get("TASKS_LOG__LEVEL").cloned();
+        if rendered_level.as_deref() != Some(new_level) {
+            problems.push(format!(
+                "{}: TASKS_LOG__LEVEL is {rendered_level:?}, expected {new_level}",
+                changed.label
+            ));
+        }
+        if base.pod_annotation(CONFIG) == changed.pod_annotation(CONFIG) {
+            problems.push(format!(
+                "{}: {CONFIG} did not change with the config",
+                changed.label
+            ));
+        }
+        if base.pod_annotation(SECRET) != changed.pod_annotation(SECRET) {
+            problems.push(format!(
+                "{}: {SECRET} changed although no secret did",
+                changed.label
+            ));
+        }
+
+        // A secret value: the explicit password where the overlay sets one, else the name
+        // of the existing Secret the pods mount.
+        let set = if label == "local" {
+            "postgresql.auth.password=another-dev-password".to_owned()
+        } else {
+            "postgresql.auth.existingSecret=another-secret".to_owned()
+        };
+        let changed = render(label, file, &[&set]);
+        if base.pod_annotation(SECRET) == changed.pod_annotation(SECRET) {
+            problems.push(format!(
+                "{}: {SECRET} did not change with the secret",
+                changed.label
+            ));
+        }
+        if base.pod_annotation(CONFIG) != changed.pod_annotation(CONFIG) {
+            problems.push(format!(
+                "{}: {CONFIG} changed although no config did",
+                changed.label
+            ));
+        }
+    }
+    assert_no_problems("checksum annotations", &problems);
+}
+
+/// Pods a percentage or count of `total` stands for (PDBs round percentages up).
+fn scaled(value: &Value, total: u64) -> Option<u64> {
+    if let Some(n) = port_number(value) {
+        return Some(n);
+    }
+    let percent: u64 = value.as_str()?.strip_suffix('%')?.parse().ok()?;
+    Some((percent * total).div_ceil(100))
+}
+
+#[test]
+fn pdb_never_blocks_every_eviction() {
+    let mut problems = Vec::new();
+    let mut budgets = 0;
+    for render in renders() {
+        let label = &render.label;
+        let deployment = render.deployment();
+        let name = render.deployment_name();
+        let hpa = render.all("HorizontalPodAutoscaler").into_iter().find(|h| {
+            str_at(h, "/spec/scaleTargetRef/kind") == Some("Deployment")
+                && str_at(h, "/spec/scaleTargetRef/name") == Some(name)
+        });
+        let replicas = match hpa {
+            Some(hpa) => hpa
+                .pointer("/spec/minReplicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(1),
+            None => deployment
+                .pointer("/spec/replicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(1),
+        };
+        let pod_labels = obj_strings(deployment.pointer("/spec/template/metadata/labels"));
+        for pdb in render.all("PodDisruptionBudget") {
+            budgets += 1;
+            let pdb_name = str_at(pdb, "/metadata/name").unwrap_or_default();
+            let at = format!("{label}: PDB {pdb_name} at {replicas} replica(s)");
+            if !selects(
+                &obj_strings(pdb.pointer("/spec/selector/matchLabels")),
+                &pod_labels,
+            ) {
+                problems.push(format!("{at}: does not select the app pods"));
+            }
+            let spec = pdb.get("spec").unwrap_or(&Value::Null);
+            let allowed = match (spec.get("minAvailable"), spec.get("maxUnavailable")) {
+                (Some(min), None) => scaled(min, replicas).map(|min| replicas.saturating_sub(min)),
+                (None, Some(max)) => scaled(max, replicas),
+                _ => {
+                    problems.push(format!(
+                        "{at}: needs exactly one of minAvailable and maxUnavailable"
+                    ));
+                    continue;
+                }
+            };
+            match allowed {
+                Some(n) if n >= 1 => {}
+                Some(n) => problems.push(format!(
+                    "{at}: allows {n} disruption(s), so every eviction is blocked"
+                )),
+                None => problems.push(format!("{at}: unreadable budget {spec}")),
+            }
+        }
+    }
+    assert_no_problems("pod disruption budgets", &problems);
+    assert!(
+        budgets > 0,
+        "no values file renders a PodDisruptionBudget, so this test proves nothing"
+    );
+}
+
+#[test]
+fn services_select_only_their_own_pods() {
+    let mut problems = Vec::new();
+    for render in renders() {
+        let label = &render.label;
+        // Pod labels of every workload in the release.
+        let mut workloads: Vec<(String, BTreeMap<String, String>, &Value)> = Vec::new();
+        for kind in ["Deployment", "StatefulSet"] {
+            for w in render.all(kind) {
+                let name = str_at(w, "/metadata/name").unwrap_or_default();
+                let spec = w.pointer("/spec/template/spec").unwrap_or(&Value::Null);
+                workloads.push((
+                    format!("{kind} {name}"),
+                    obj_strings(w.pointer("/spec/template/metadata/labels")),
+                    spec,
+                ));
+                if !selects(
+                    &obj_strings(w.pointer("/spec/selector/matchLabels")),
+                    &workloads.last().expect("pushed").1,
+                ) {
+                    problems.push(format!(
+                        "{label}: {kind} {name} does not select its own pod template"
+                    ));
+                }
+            }
+        }
+        for pod in render.all("Pod") {
+            let name = str_at(pod, "/metadata/name").unwrap_or_default();
+            workloads.push((
+                format!("Pod {name}"),
+                obj_strings(pod.pointer("/metadata/labels")),
+                &Value::Null,
+            ));
+        }
+        // Workload selectors must not reach each other's pods either.
+        for kind in ["Deployment", "StatefulSet"] {
+            for w in render.all(kind) {
+                let name = str_at(w, "/metadata/name").unwrap_or_default();
+                let me = format!("{kind} {name}");
+                let selector = obj_strings(w.pointer("/spec/selector/matchLabels"));
+                for (other, labels, _) in workloads.iter().filter(|(o, _, _)| *o != me) {
+                    if selects(&selector, labels) {
+                        problems.push(format!(
+                            "{label}: {me}'s selector also matches the pods of {other}"
+                        ));
+                    }
+                }
+            }
+        }
+
+        let selected_by = |service: &Value| -> Vec<&(String, BTreeMap<String, String>, &Value)> {
+            let selector = obj_strings(service.pointer("/spec/selector"));
+            workloads
+                .iter()
+                .filter(|(_, labels, _)| selects(&selector, labels))
+                .collect()
+        };
+        let app = format!("Deployment {}", render.deployment_name());
+        let mut expected: BTreeMap<String, String> = BTreeMap::new();
+        expected.insert(render.deployment_name().to_owned(), app.clone());
+        let statefulsets = render.all("StatefulSet");
+        for sts in &statefulsets {
+            let sts_name = str_at(sts, "/metadata/name").unwrap_or_default();
+            if let Some(governing) = str_at(sts, "/spec/serviceName") {
+                expected.insert(governing.to_owned(), format!("StatefulSet {sts_name}"));
+            }
+        }
+        // The Service the app connects to, when the database is in the release.
+        let env = render.tasks_env();
+        let db_host = env
+            .get("TASKS_DATABASE__HOST")
+            .map(|h| h.split('.').next().unwrap_or_default().to_owned());
+        if let ([sts], Some(host)) = (statefulsets.as_slice(), &db_host) {
+            let sts_name = str_at(sts, "/metadata/name").unwrap_or_default();
+            match render.named("Service", host) {
+                Some(_) => {
+                    expected.insert(host.clone(), format!("StatefulSet {sts_name}"));
+                }
+                None => problems.push(format!(
+                    "{label}: TASKS_DATABASE__HOST {host} is not a Service of the release"
+                )),
+            }
+        }
+        for (service_name, owner) in &expected {
+            let Some(service) = render.named("Service", service_name) else {
+                problems.push(format!("{label}: no Service {service_name} (for {owner})"));
+                continue;
+            };
+            let selected: Vec<&str> = selected_by(service)
+                .iter()
+                .map(|(w, _, _)| w.as_str())
+                .collect();
+            if selected != [owner.as_str()] {
+                problems.push(format!(
+                    "{label}: Service {service_name} selects {selected:?}, expected only {owner}"
+                ));
+            }
+        }
+        // Every Service selects the pods of exactly one workload.
+        for service in render.all("Service") {
+            let service_name = str_at(service, "/metadata/name").unwrap_or_default();
+            let selected: Vec<&str> = selected_by(service)
+                .iter()
+                .map(|(w, _, _)| w.as_str())
+                .collect();
+            if selected.len() != 1 {
+                problems.push(format!(
+                    "{label}: Service {service_name} selects {selected:?}, expected one workload"
+                ));
+            }
+        }
+        // The database Service forwards TASKS_DATABASE__PORT to PostgreSQL's container port.
+        if let ([sts], Some(host)) = (statefulsets.as_slice(), &db_host)
+            && let Some(service) = render.named("Service", host)
+        {
+            let port = effective_config(render).u64("database.port");
+            let spec = sts.pointer("/spec/template/spec").unwrap_or(&Value::Null);
+            let served = arr(service, "/spec/ports")
+                .iter()
+                .find(|p| p.get("port").and_then(Value::as_u64) == Some(port));
+            let target_ok = served.is_some_and(|p| {
+                let target = p.get("targetPort").unwrap_or(&Value::Null);
+                arr(spec, "/containers")
+                    .iter()
+                    .any(|c| resolve_port(c, target).is_some())
+            });
+            if !target_ok {
+                problems.push(format!(
+                    "{label}: Service {host} has no port {port} targeting a PostgreSQL container port"
+                ));
+            }
+        }
+    }
+    assert_no_problems("service selectors", &problems);
+}
+
+#[test]
+fn api_port_is_a_container_port_the_service_and_routes_target() {
+    let mut problems = Vec::new();
+    for render in renders() {
+        let label = &render.label;
+        let http_port = effective_config(render).u64("http.port");
+        let container = render.app_container();
+        let declared: Vec<u64> = arr(container, "/ports")
+            .iter()
+            .filter_map(|p| p.get("containerPort").and_then(port_number))
+            .collect();
+        if !declared.contains(&http_port) {
+            problems.push(format!(
+                "{label}: container ports {declared:?} lack the binary's http.port {http_port}"
+            ));
+        }
+        let name = render.deployment_name();
+        let Some(service) = render.named("Service", name) else {
+            problems.push(format!("{label}: no Service {name}"));
+            continue;
+        };
+        // Service ports (by name and number) that reach the API listener.
+        let api_ports: Vec<(Option<&str>, Option<u64>)> = arr(service, "/spec/ports")
+            .iter()
+            .filter(|p| {
+                render.container_port(
+                    p.get("targetPort")
+                        .or_else(|| p.get("port"))
+                        .unwrap_or(&Value::Null),
+                ) == Some(http_port)
+            })
+            .map(|p| (str_at(p, "/name"), p.get("port").and_then(Value::as_u64)))
+            .collect();
+        if api_ports.is_empty() {
+            problems.push(format!(
+                "{label}: Service {name} has no port targeting the API port {http_port}"
+            ));
+        }
+        let reaches_api = |port_name: Option<&str>, port_number: Option<u64>| {
+            api_ports.iter().any(|(n, p)| {
+                (port_name.is_some() && *n == port_name)
+                    || (port_number.is_some() && *p == port_number)
+            })
+        };
+        for ingress in render.all("Ingress") {
+            for rule in arr(ingress, "/spec/rules") {
+                for path in arr(rule, "/http/paths") {
+                    let backend = path.pointer("/backend/service").unwrap_or(&Value::Null);
+                    let (svc, port_name) =
+                        (str_at(backend, "/name"), str_at(backend, "/port/name"));
+                    let port_number = backend.pointer("/port/number").and_then(Value::as_u64);
+                    if svc != Some(name) || !reaches_api(port_name, port_number) {
+                        problems.push(format!(
+                            "{label}: Ingress backend {backend} does not reach the API port"
+                        ));
+                    }
+                }
+            }
+        }
+        for route in render.all("HTTPRoute") {
+            for rule in arr(route, "/spec/rules") {
+                for backend in arr(rule, "/backendRefs") {
+                    let port_number = backend.get("port").and_then(Value::as_u64);
+                    if str_at(backend, "/name") != Some(name) || !reaches_api(None, port_number) {
+                        problems.push(format!(
+                            "{label}: HTTPRoute backend {backend} does not reach the API port"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert_no_problems("API port", &problems);
+}
+
+#[test]
+fn service_monitor_scrapes_a_route_the_binary_serves() {
+    let mut scraped: BTreeSet<String> = BTreeSet::new();
+    let mut problems = Vec::new();
+    for render in renders() {
+        let label = &render.label;
+        let admin_port = effective_config(render).u64("admin.port");
+        let name = render.deployment_name();
+        for monitor in render.all("ServiceMonitor") {
+            let Some(service) = render.named("Service", name) else {
+                continue;
+            };
+            for endpoint in arr(monitor, "/spec/endpoints") {
+                let path = str_at(endpoint, "/path").unwrap_or("/metrics");
+                scraped.insert(path.to_owned());
+                let port_name = str_at(endpoint, "/port");
+                let target = arr(service, "/spec/ports")
+                    .iter()
+                    .find(|p| str_at(p, "/name") == port_name)
+                    .and_then(|p| {
+                        render.container_port(p.get("targetPort").unwrap_or(&Value::Null))
+                    });
+                if target != Some(admin_port) {
+                    problems.push(format!(
+                        "{label}: ServiceMonitor port {port_name:?} reaches container port {target:?}, not admin.port {admin_port}"
+                    ));
+                }
+            }
+        }
+    }
+    assert_no_problems("ServiceMonitor", &problems);
+    assert!(
+        !scraped.is_empty(),
+        "no values file renders a ServiceMonitor, so this test proves nothing"
+    );
+
+    let mut server = Server::start(local_render());
+    server
+        .wait_for(LIVEZ, 200, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut missing = String::new();
+    for path in &scraped {
+        let status = server.admin_get(path).expect("GET the scrape path");
+        if status == 404 {
+            let _ = write!(missing, " {path}");
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the chart's ServiceMonitor scrapes{missing} on the admin port, which the binary does not serve (404)"
+    );
+}
