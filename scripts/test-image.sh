@@ -154,7 +154,11 @@ command -v readelf >/dev/null 2>&1 || apt_install readelf binutils || missing "r
 # Docker Engine: reuse a daemon that answers; stop at the end only one started here.
 engine_before="$("${ROOT}/scripts/docker-engine.sh" status 2>/dev/null || true)"
 if ! DOCKER_HOST="$("${ROOT}/scripts/docker-engine.sh" ensure)"; then
-    missing "Docker Engine is not available"
+    if [[ "$(id -u)" != 0 ]] && ! command -v dockerd >/dev/null 2>&1; then
+        missing "Docker Engine is not installed and installing it needs root"
+    fi
+    fail "Docker Engine is available (scripts/docker-engine.sh ensure)"
+    finish
 fi
 export DOCKER_HOST
 if [[ -z "${engine_before}" ]] && "${ROOT}/scripts/docker-engine.sh" status >/dev/null 2>&1; then
@@ -249,6 +253,11 @@ check "image exposes 8080/tcp and 9090/tcp (${ports% })" is "${ports% }" "8080/t
 entry="$(inspect '{{json .Config.Entrypoint}} {{json .Config.Cmd}}')"
 check "entrypoint /tasks-server, cmd serve (${entry})" is "${entry}" '["/tasks-server"] ["serve"]'
 
+version_out="$(timeout 60 docker run --rm --read-only --user 10001 --cap-drop ALL \
+    --security-opt no-new-privileges --network none "${IMAGE}" --version 2>&1)"
+check "tasks-server --version runs in the image (${version_out})" \
+    is "$(grep -cF "${VERSION}" <<<"${version_out}")" 1
+
 size_bytes="$(inspect '{{.Size}}')"
 size_mb="$(awk -v b="${size_bytes:-0}" 'BEGIN { printf "%.1f", b / 1000000 }')"
 printf 'image size: %s MB (budget <= %s MB)\n' "${size_mb}" "${BUDGET_MB}"
@@ -286,6 +295,7 @@ if ! timeout 60 docker run -d --name "${CONTAINER}" \
     --read-only --user 10001 --cap-drop ALL --security-opt no-new-privileges \
     --network host \
     -e TASKS_HTTP__HOST=127.0.0.1 \
+    -e TASKS_ADMIN__HOST=127.0.0.1 \
     -e "TASKS_HTTP__PORT=${HTTP_PORT}" \
     -e "TASKS_ADMIN__PORT=${ADMIN_PORT}" \
     -e TASKS_DATABASE__HOST=127.0.0.1 \
