@@ -93,6 +93,9 @@ pub struct TaskPatch {
     pub due_at: Option<Option<DateTime<Utc>>>,
 }
 
+// PostgreSQL text cannot hold U+0000; reject it here rather than fail in storage.
+const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
 const FIELDS: [&str; 4] = ["title", "description", "status", "due_at"];
 
 fn object<'a>(input: &'a Value, errors: &mut Vec<FieldError>) -> Option<&'a Map<String, Value>> {
@@ -120,7 +123,10 @@ fn title(value: &Value, errors: &mut Vec<FieldError>) -> Option<String> {
     };
     let trimmed = raw.trim();
     let chars = trimmed.chars().count();
-    if chars == 0 {
+    if trimmed.contains('\0') {
+        errors.push(FieldError::new("title", NUL_MESSAGE));
+        None
+    } else if chars == 0 {
         errors.push(FieldError::new("title", "must not be empty"));
         None
     } else if chars > TITLE_MAX_CHARS {
@@ -137,6 +143,10 @@ fn title(value: &Value, errors: &mut Vec<FieldError>) -> Option<String> {
 fn description(value: &Value, errors: &mut Vec<FieldError>) -> Option<Option<String>> {
     match value {
         Value::Null => Some(None),
+        Value::String(s) if s.contains('\0') => {
+            errors.push(FieldError::new("description", NUL_MESSAGE));
+            None
+        }
         Value::String(s) if s.chars().count() <= DESCRIPTION_MAX_CHARS => Some(Some(s.clone())),
         Value::String(_) => {
             errors.push(FieldError::new(
@@ -338,6 +348,14 @@ mod tests {
         assert!(NewTask::from_json(&json!({"title": format!("  {at_limit}  ")})).is_ok());
         assert!(NewTask::from_json(&json!({"title": format!("{at_limit}x")})).is_err());
         assert!(NewTask::from_json(&json!({"title": " \t\n "})).is_err());
+    }
+
+    #[test]
+    fn nul_characters_are_rejected() {
+        let errors =
+            NewTask::from_json(&json!({"title": "a\0b", "description": "\0"})).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert!(TaskPatch::from_json(&json!({"title": "x\0"})).is_err());
     }
 
     #[test]

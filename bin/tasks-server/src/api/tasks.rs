@@ -180,8 +180,8 @@ pub async fn create(
             ],
             body: serde_json::to_vec(task).unwrap_or_default(),
         }),
-        // Deterministic rejections replay too; failures worth retrying do not.
-        Err(e) if actix_web::ResponseError::status_code(e).is_client_error() => None,
+        // Rejections and failures are not recorded: the key is released, so the client
+        // may correct the request and retry with the same key.
         Err(_) => None,
     };
     match stored {
