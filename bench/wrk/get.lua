@@ -1,0 +1,15 @@
+-- GET /v1/tasks/{id} for random seeded ids.
+package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
+local common = require("common")
+local ids
+
+function init(args)
+  common.seed_random()
+  ids = common.load_ids()
+end
+
+function request()
+  return wrk.format("GET", "/v1/tasks/" .. ids[math.random(#ids)])
+end
+
+done = common.done
