@@ -63,3 +63,44 @@ openapi:
 # Regenerate docs/openapi.json from the code (a test fails when it drifts).
 openapi-update:
     cargo run --quiet --locked -p tasks-server -- openapi > docs/openapi.json
+
+# ===================================================================================
+# Deploy workflows and the lifecycle rehearsal (scripts/deploy-*.sh, rehearsal/).
+# Each prints every command before running it; DRY_RUN=1 prints without running.
+# ===================================================================================
+
+# Build the image, load it into minikube, helm upgrade --install into namespace tasks-local (wait, roll back on failure), helm test. Needs minikube, docker, kubectl, helm.
+deploy-local:
+    scripts/deploy-local.sh deploy
+
+# Uninstall the local release and delete its namespace (and the database volume with it).
+undeploy-local:
+    scripts/deploy-local.sh undeploy
+
+# Follow the app logs of the local release (KUBE_CONTEXT/NAMESPACE for another one; LOGS_FOLLOW=0 to print and exit).
+logs:
+    scripts/deploy-local.sh logs
+
+# Forward the local release's API to 127.0.0.1:8080 and admin to 127.0.0.1:9090.
+port-forward:
+    scripts/deploy-local.sh port-forward
+
+# Show the local release: helm status, workloads, pods, services, PVCs.
+status:
+    scripts/deploy-local.sh status
+
+# Push ghcr.io/$REGISTRY_OWNER/tasks-server:<git-sha> and deploy it by digest to KUBE_CONTEXT with values/staging.yaml (clean tree only), then helm test.
+deploy-staging:
+    scripts/deploy-staging.sh deploy
+
+# Roll the staging release back to REVISION (default: the previous one) in KUBE_CONTEXT.
+rollback-staging *revision:
+    scripts/deploy-staging.sh rollback "$@"
+
+# Check every deploy recipe in dry-run mode (exact commands, refusals), helm --dry-run per overlay, actionlint.
+test-deploy:
+    scripts/test-deploy.sh
+
+# Lifecycle rehearsal: the production chart played with real processes (first start of 8, rolling update under load, pod crash, database restart).
+rehearse:
+    rehearsal/run.sh

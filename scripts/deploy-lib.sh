@@ -1,0 +1,83 @@
+# shellcheck shell=bash
+# Shared helpers of scripts/deploy-local.sh and scripts/deploy-staging.sh (sourced).
+#
+# Every command that changes something is printed ("+ cmd ...") before it runs. With
+# DRY_RUN=1 it is only printed; read-only queries (tool versions, `minikube status`,
+# `kubectl config get-contexts`, `git`) still run, so a dry run checks the prerequisites
+# and shows exactly what a real run would do.
+
+DEPLOY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CHART="deploy/helm/tasks"
+VALUES_DIR="deploy/helm/values"
+RELEASE="${RELEASE:-tasks}"
+
+say() { printf '%s: %s\n' "${DEPLOY_NAME:-deploy}" "$*" >&2; }
+die() { printf '%s: error: %s\n' "${DEPLOY_NAME:-deploy}" "$*" >&2; exit 1; }
+
+is_dry_run() { [[ "${DRY_RUN:-}" == 1 || "${DRY_RUN:-}" == true ]]; }
+
+# run CMD...: print the command (shell-quoted), then run it unless DRY_RUN=1.
+run() {
+    local line
+    printf -v line '%q ' "$@"
+    printf '+ %s\n' "${line% }"
+    if is_dry_run; then return 0; fi
+    "$@"
+}
+
+# need TOOL HINT: record TOOL as missing (with how to get it) when it is not on PATH.
+MISSING=()
+need() {
+    command -v "$1" >/dev/null 2>&1 || MISSING+=("$1: not found on PATH; $2")
+}
+
+# fail_missing: stop with one line per missing prerequisite.
+fail_missing() {
+    [[ ${#MISSING[@]} -eq 0 ]] && return 0
+    say "missing prerequisites:"
+    local m
+    for m in "${MISSING[@]}"; do printf '  - %s\n' "$m" >&2; done
+    exit 1
+}
+
+HINT_HELM="install Helm 3.8+ or 4 (https://helm.sh/docs/intro/install/), or run scripts/ensure-tools.sh helm"
+HINT_KUBECTL="install kubectl (https://kubernetes.io/docs/tasks/tools/), or run scripts/ensure-tools.sh kubectl"
+HINT_DOCKER="install Docker Engine (https://docs.docker.com/engine/install/; Debian: apt-get install docker.io) and start it"
+HINT_MINIKUBE="install minikube (https://minikube.sigs.k8s.io/docs/start/) and run: minikube start"
+HINT_GIT="install git"
+
+# helm_major: 3 or 4 (read-only query).
+helm_major() {
+    local v
+    v="$(helm version --short 2>/dev/null || true)"
+    case "$v" in
+        v4.*) echo 4 ;;
+        v3.*) echo 3 ;;
+        *) die "cannot tell the Helm version (helm version --short said: ${v:-nothing}); need Helm 3 or 4" ;;
+    esac
+}
+
+# wait_flags: "roll back on failure and wait" in the spelling of the installed Helm.
+# Helm 4 renamed --atomic to --rollback-on-failure (--atomic still works, deprecated)
+# and made --wait take a strategy; Helm 3 spells it --atomic --wait.
+wait_flags() {
+    if [[ "$(helm_major)" == 4 ]]; then
+        printf '%s\n' --rollback-on-failure --wait=watcher
+    else
+        printf '%s\n' --atomic --wait
+    fi
+}
+
+git_sha() { git -C "$DEPLOY_ROOT" rev-parse HEAD; }
+
+# git_dirty: exit 0 when the work tree has changes or untracked files.
+git_dirty() { [[ -n "$(git -C "$DEPLOY_ROOT" status --porcelain --untracked-files=normal)" ]]; }
+
+chart_version() { sed -n 's/^version = "\(.*\)"/\1/p' "$DEPLOY_ROOT/Cargo.toml" | head -n 1; }
+
+# docker_build_args SHA: the OCI label build args of docker/Dockerfile.
+docker_build_args() {
+    local sha="$1" created
+    created="$(git -C "$DEPLOY_ROOT" log -1 --format=%cI "$sha" 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf '%s\n' --build-arg "VERSION=$(chart_version)" --build-arg "REVISION=${sha}" --build-arg "CREATED=${created}"
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Local deployment on minikube (the `just deploy-local` family).
+#
+#   scripts/deploy-local.sh deploy         check prerequisites, build the image, load it into
+#                                          minikube, helm upgrade --install (wait, roll back on
+#                                          failure), helm test, print how to reach the API
+#   scripts/deploy-local.sh undeploy       helm uninstall, then delete the namespace (PVCs too)
+#   scripts/deploy-local.sh logs           app logs of the release (follows; LOGS_FOLLOW=0: don't)
+#   scripts/deploy-local.sh port-forward   API on 127.0.0.1:8080, admin on 127.0.0.1:9090
+#   scripts/deploy-local.sh status         helm status + the release's workloads, pods, PVCs
+#
+# Environment:
+#   MINIKUBE_PROFILE  minikube profile, also the kube context used (default minikube); the
+#                     recipes never use whatever context happens to be current
+#   NAMESPACE         namespace of the release (default tasks-local)
+#   IMAGE_TARGET      Dockerfile target: runtime (default, compiles in Docker; needs to
+#                     pull rust:) or host (packages a static binary compiled on this machine)
+#   HELM_TIMEOUT      helm --timeout (default 5m)
+#   DRY_RUN=1         print the commands without running them
+#   KUBE_CONTEXT      logs/status/port-forward only: another context (e.g. staging), with
+#                     NAMESPACE
+set -euo pipefail
+DEPLOY_NAME="deploy-local"
+# shellcheck source=scripts/deploy-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
+cd "$DEPLOY_ROOT"
+
+PROFILE="${MINIKUBE_PROFILE:-minikube}"
+NAMESPACE="${NAMESPACE:-tasks-local}"
+CONTEXT="${KUBE_CONTEXT:-$PROFILE}"
+IMAGE_REPO="tasks-server"
+IMAGE_TARGET="${IMAGE_TARGET:-runtime}"
+HELM_TIMEOUT="${HELM_TIMEOUT:-5m}"
+API_PORT="${LOCAL_API_PORT:-8080}"
+ADMIN_PORT="${LOCAL_ADMIN_PORT:-9090}"
+
+check_minikube_running() {
+    local host
+    host="$(minikube -p "$PROFILE" status --format '{{.Host}}' 2>/dev/null || true)"
+    [[ "$host" == Running ]] \
+        || MISSING+=("minikube profile '$PROFILE' is not running (status: ${host:-none}); start it: minikube start -p $PROFILE")
+}
+
+check_docker_daemon() {
+    docker info >/dev/null 2>&1 \
+        || MISSING+=("docker: the Docker daemon is not reachable; start Docker Engine (or Docker Desktop)")
+}
+
+# The tag of this build: the commit, marked dirty (with a timestamp) for uncommitted
+# changes, so every build of a changed tree is a new tag and the pods roll.
+local_tag() {
+    local sha
+    sha="$(git rev-parse --short=12 HEAD 2>/dev/null || echo nogit)"
+    if git_dirty 2>/dev/null; then
+        printf 'dev-%s-dirty-%s\n' "$sha" "$(date -u +%Y%m%d%H%M%S)"
+    else
+        printf 'dev-%s\n' "$sha"
+    fi
+}
+
+cmd_deploy() {
+    need git "$HINT_GIT"
+    need docker "$HINT_DOCKER"
+    need minikube "$HINT_MINIKUBE"
+    need kubectl "$HINT_KUBECTL"
+    need helm "$HINT_HELM"
+    fail_missing
+    check_docker_daemon
+    check_minikube_running
+    fail_missing
+
+    local tag image sha
+    tag="$(local_tag)"
+    image="${IMAGE_REPO}:${tag}"
+    sha="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    say "image ${image} (target ${IMAGE_TARGET}), release ${RELEASE} in namespace ${NAMESPACE}, context ${CONTEXT}"
+
+    local build_args=()
+    mapfile -t build_args < <(docker_build_args "$sha")
+    if [[ "$IMAGE_TARGET" == host ]]; then
+        # Path 2 of docker/Dockerfile: no image pull needed.
+        run cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
+        run mkdir -p target/docker
+        run cp target/x86_64-unknown-linux-musl/release/tasks-server target/docker/tasks-server
+        run cp /etc/ssl/certs/ca-certificates.crt target/docker/ca-certificates.crt
+    fi
+    run docker build -f docker/Dockerfile --target "$IMAGE_TARGET" "${build_args[@]}" -t "$image" .
+    run minikube -p "$PROFILE" image load "$image"
+
+    local flags=()
+    mapfile -t flags < <(wait_flags)
+    run helm upgrade --install "$RELEASE" "$CHART" \
+        --kube-context "$CONTEXT" --namespace "$NAMESPACE" --create-namespace \
+        -f "$VALUES_DIR/local.yaml" \
+        --set-string image.tag="$tag" \
+        "${flags[@]}" --timeout "$HELM_TIMEOUT"
+    run helm test "$RELEASE" --kube-context "$CONTEXT" --namespace "$NAMESPACE" --logs --timeout "$HELM_TIMEOUT"
+
+    cat <<EOF
+
+tasks-server ${tag} is running in namespace ${NAMESPACE} (context ${CONTEXT}).
+Reach the API:
+  just port-forward        # = kubectl --context ${CONTEXT} -n ${NAMESPACE} port-forward service/${RELEASE} ${API_PORT}:http ${ADMIN_PORT}:admin
+  curl http://127.0.0.1:${API_PORT}/v1/tasks
+  curl -X POST -H 'Content-Type: application/json' -d '{"title":"hello"}' http://127.0.0.1:${API_PORT}/v1/tasks
+  curl http://127.0.0.1:${ADMIN_PORT}/readyz
+Logs: just logs    Status: just status    Remove: just undeploy-local
+EOF
+}
+
+cmd_undeploy() {
+    need kubectl "$HINT_KUBECTL"
+    need helm "$HINT_HELM"
+    fail_missing
+    run helm uninstall "$RELEASE" --kube-context "$CONTEXT" --namespace "$NAMESPACE" --ignore-not-found --wait --timeout "$HELM_TIMEOUT"
+    # The PostgreSQL PVC outlives the release on purpose (retention policy Retain); the
+    # namespace is the local sandbox, so deleting it removes the data too.
+    run kubectl --context "$CONTEXT" delete namespace "$NAMESPACE" --ignore-not-found --wait=true --timeout=120s
+}
+
+cmd_logs() {
+    need kubectl "$HINT_KUBECTL"
+    fail_missing
+    local follow=(--follow)
+    [[ "${LOGS_FOLLOW:-1}" == 1 ]] || follow=()
+    run kubectl --context "$CONTEXT" --namespace "$NAMESPACE" logs \
+        --selector "app.kubernetes.io/instance=${RELEASE},app.kubernetes.io/component=backend" \
+        --all-containers --prefix --timestamps --tail=200 --max-log-requests=20 "${follow[@]}"
+}
+
+cmd_port_forward() {
+    need kubectl "$HINT_KUBECTL"
+    fail_missing
+    say "API http://127.0.0.1:${API_PORT}/v1/tasks, admin http://127.0.0.1:${ADMIN_PORT}/readyz (Ctrl-C stops)"
+    run kubectl --context "$CONTEXT" --namespace "$NAMESPACE" port-forward "service/${RELEASE}" \
+        "${API_PORT}:http" "${ADMIN_PORT}:admin"
+}
+
+cmd_status() {
+    need kubectl "$HINT_KUBECTL"
+    need helm "$HINT_HELM"
+    fail_missing
+    run helm status "$RELEASE" --kube-context "$CONTEXT" --namespace "$NAMESPACE"
+    run kubectl --context "$CONTEXT" --namespace "$NAMESPACE" get deployments,statefulsets,pods,services,pvc \
+        --selector "app.kubernetes.io/instance=${RELEASE}" -o wide
+}
+
+case "${1:-}" in
+    deploy) cmd_deploy ;;
+    undeploy) cmd_undeploy ;;
+    logs) cmd_logs ;;
+    port-forward) cmd_port_forward ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 deploy|undeploy|logs|port-forward|status" >&2; exit 2 ;;
+esac
