@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Staging deployment (the `just deploy-staging` / `just rollback-staging` recipes).
+#
+#   scripts/deploy-staging.sh deploy            build and push ghcr.io/<owner>/tasks-server:<git-sha>,
+#                                               deploy it BY DIGEST with values/staging.yaml
+#                                               (wait, roll back on failure), then helm test
+#   scripts/deploy-staging.sh rollback [REV]    helm rollback to REV (default: the previous revision)
+#
+# Required, always explicit (the current kubectl context is never used by accident):
+#   KUBE_CONTEXT      kubeconfig context of the staging cluster
+#   REGISTRY_OWNER    GHCR owner (user or organisation) the image is pushed under
+# Optional:
+#   NAMESPACE         namespace of the release (default tasks-staging; must exist)
+#   DB_SECRET         existing Secret with the database password (default tasks-staging-db,
+#                     as values/staging.yaml names it)
+#   PULL_SECRET       existing docker-registry Secret for a private GHCR package
+#   HELM_TIMEOUT      helm --timeout (default 10m)
+#   DRY_RUN=1         print the commands without running them; the digest of the image
+#                     that would be pushed is shown as DRY_RUN_DIGEST (default all zeros)
+#
+# Credentials never appear on a command line: `docker push` uses the login you made
+# beforehand (`docker login ghcr.io`, or the CI's GITHUB_TOKEN), and the cluster reads the
+# database password from an existing Secret.
+set -euo pipefail
+DEPLOY_NAME="deploy-staging"
+# shellcheck source=scripts/deploy-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
+cd "$DEPLOY_ROOT"
+
+NAMESPACE="${NAMESPACE:-tasks-staging}"
+DB_SECRET="${DB_SECRET:-tasks-staging-db}"
+HELM_TIMEOUT="${HELM_TIMEOUT:-10m}"
+
+require_context() {
+    [[ -n "${KUBE_CONTEXT:-}" ]] \
+        || die "KUBE_CONTEXT is not set: name the staging cluster's kube context explicitly (kubectl config get-contexts); the current context is never used"
+    need kubectl "$HINT_KUBECTL"
+    need helm "$HINT_HELM"
+    fail_missing
+    local contexts
+    contexts="$(kubectl config get-contexts -o name 2>/dev/null || true)"
+    grep -qxF -- "$KUBE_CONTEXT" <<<"$contexts" \
+        || die "kube context '$KUBE_CONTEXT' is not in your kubeconfig (kubectl config get-contexts -o name)"
+}
+
+cmd_deploy() {
+    [[ -n "${REGISTRY_OWNER:-}" ]] \
+        || die "REGISTRY_OWNER is not set: the GHCR owner to push to (ghcr.io/<owner>/tasks-server)"
+    [[ "$REGISTRY_OWNER" =~ ^[A-Za-z0-9][A-Za-z0-9-]*$ ]] || die "REGISTRY_OWNER '$REGISTRY_OWNER' is not a GitHub user or organisation name"
+    need git "$HINT_GIT"
+    need docker "$HINT_DOCKER"
+    fail_missing
+    git rev-parse --git-dir >/dev/null 2>&1 || die "not a git checkout: staging images are named by their commit"
+    if git_dirty; then
+        git status --short >&2
+        die "the work tree has uncommitted changes or untracked files: commit or stash them; staging deploys only a commit, so the image tag names exactly what runs"
+    fi
+    require_context
+
+    local owner sha repo image digest
+    owner="$(printf '%s' "$REGISTRY_OWNER" | tr '[:upper:]' '[:lower:]')"   # GHCR names are lower-case
+    sha="$(git_sha)"
+    repo="ghcr.io/${owner}/tasks-server"
+    image="${repo}:${sha}"
+    say "commit ${sha}, image ${image}, release ${RELEASE} in ${KUBE_CONTEXT}/${NAMESPACE}"
+
+    # The namespace and the database Secret are set up once by the platform; never create
+    # credentials here.
+    kubectl --context "$KUBE_CONTEXT" get namespace "$NAMESPACE" >/dev/null 2>&1 \
+        || die "namespace '$NAMESPACE' does not exist in '$KUBE_CONTEXT' (create it with its Secret first; see docs/runbooks/)"
+    kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" get secret "$DB_SECRET" >/dev/null 2>&1 \
+        || die "Secret '$DB_SECRET' (key 'password') is missing in $KUBE_CONTEXT/$NAMESPACE: create it from a file or your secret manager, e.g. kubectl -n $NAMESPACE create secret generic $DB_SECRET --from-file=password=./password"
+
+    local build_args=()
+    mapfile -t build_args < <(docker_build_args "$sha")
+    run docker build -f docker/Dockerfile "${build_args[@]}" -t "$image" .
+    run docker push "$image"
+    if is_dry_run; then
+        digest="${DRY_RUN_DIGEST:-sha256:0000000000000000000000000000000000000000000000000000000000000000}"
+        say "dry run: the digest of the pushed image would be used; shown as ${digest}"
+    else
+        digest="$(docker inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$image" \
+            | sed -n "s|^${repo}@\(sha256:[0-9a-f]\{64\}\)\$|\1|p" | head -n 1)"
+        [[ -n "$digest" ]] || die "no registry digest for ${image} after the push"
+    fi
+    [[ "$digest" =~ ^sha256:[0-9a-f]{64}$ ]] || die "bad digest '${digest}'"
+    say "deploying ${repo}@${digest}"
+
+    local flags=() pull=()
+    mapfile -t flags < <(wait_flags)
+    [[ -z "${PULL_SECRET:-}" ]] || pull=(--set-string "imagePullSecrets[0].name=${PULL_SECRET}")
+    run helm upgrade --install "$RELEASE" "$CHART" \
+        --kube-context "$KUBE_CONTEXT" --namespace "$NAMESPACE" \
+        -f "$VALUES_DIR/staging.yaml" \
+        --set-string image.registry=ghcr.io \
+        --set-string image.repository="${owner}/tasks-server" \
+        --set-string image.tag="$sha" \
+        --set-string image.digest="$digest" \
+        --set-string postgresql.auth.existingSecret="$DB_SECRET" \
+        "${pull[@]}" \
+        "${flags[@]}" --timeout "$HELM_TIMEOUT"
+    run helm test "$RELEASE" --kube-context "$KUBE_CONTEXT" --namespace "$NAMESPACE" --logs --timeout "$HELM_TIMEOUT"
+    run helm history "$RELEASE" --kube-context "$KUBE_CONTEXT" --namespace "$NAMESPACE" --max 5
+    say "done: roll back with: KUBE_CONTEXT=${KUBE_CONTEXT} just rollback-staging [REVISION]"
+}
+
+cmd_rollback() {
+    local revision="${1:-}"
+    [[ -z "$revision" || "$revision" =~ ^[1-9][0-9]*$ ]] || die "REVISION must be a release revision number (helm history), got '$revision'"
+    require_context
+    local wait=()
+    if [[ "$(helm_major)" == 4 ]]; then wait=(--wait=watcher); else wait=(--wait); fi
+    local rev=()
+    [[ -z "$revision" ]] || rev=("$revision")
+    run helm rollback "$RELEASE" "${rev[@]}" --kube-context "$KUBE_CONTEXT" --namespace "$NAMESPACE" \
+        "${wait[@]}" --timeout "$HELM_TIMEOUT"
+    run helm test "$RELEASE" --kube-context "$KUBE_CONTEXT" --namespace "$NAMESPACE" --logs --timeout "$HELM_TIMEOUT"
+    run helm history "$RELEASE" --kube-context "$KUBE_CONTEXT" --namespace "$NAMESPACE" --max 5
+}
+
+case "${1:-}" in
+    deploy) cmd_deploy ;;
+    rollback) shift; [[ $# -le 1 ]] || die "usage: $0 rollback [REVISION]"; cmd_rollback "${1:-}" ;;
+    *) echo "usage: $0 deploy | rollback [REVISION]" >&2; exit 2 ;;
+esac
