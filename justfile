@@ -30,7 +30,7 @@ run *args:
 
 # Everything CI runs, with a summary line: lint, Rust tests, chart, image.
 test:
-    scripts/run-suites.sh lint test-rust test-chart test-image
+    scripts/run-suites.sh lint test-rust test-chart test-image test-deploy rehearse
 
 # Format check, clippy and rustdoc with warnings denied, hadolint on the Dockerfile.
 lint:
