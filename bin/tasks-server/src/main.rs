@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// `service.name` of traces and the `build_info` metric.
+const SERVICE_NAME: &str = "tasks-server";
+
 /// Version and git revision, as `--version` prints them.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TASKS_GIT_SHA"), ")");
 
@@ -128,17 +131,27 @@ where
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = log_settings(&loaded.value).init() {
-        eprintln!("{error}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match tasks_telemetry::init(&log_settings(&loaded.value), SERVICE_NAME) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    tasks_telemetry::metrics::global().set_build_info(
+        SERVICE_NAME,
+        env!("CARGO_PKG_VERSION"),
+        env!("TASKS_GIT_SHA"),
+    );
     let effective: serde_json::Map<String, serde_json::Value> = loaded
         .effective()
         .into_iter()
         .map(|(k, v, _)| (k, v))
         .collect();
     tracing::info!(version = VERSION, config = %serde_json::Value::Object(effective), "starting");
+    tracing::info!(spans_exported = telemetry.exporting(), "telemetry ready");
     let outcome = actix_web::rt::System::new().block_on(body(loaded));
+    telemetry.shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -78,11 +78,22 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
         })?
         .run();
 
+    let scraped_pool = pool.clone();
+    tasks_telemetry::metrics::global().on_scrape(move || {
+        let status = scraped_pool.status();
+        tasks_telemetry::metrics::global().set_pool(tasks_telemetry::metrics::PoolStats {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        });
+    });
     let admin_health = web::Data::new(health.clone());
     let admin = HttpServer::new(move || {
         App::new()
             .app_data(admin_health.clone())
             .configure(tasks_health::routes)
+            .route("/metrics", web::get().to(tasks_telemetry::metrics::handler))
     })
     .workers(1)
     .disable_signals()

@@ -1,5 +1,7 @@
 //! The tasks repository over a deadpool-postgres pool.
 
+use std::time::Instant;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -8,6 +10,7 @@ use tasks_domain::{
     UpdateOutcome,
 };
 use tokio_postgres::Row;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::StorageError;
@@ -50,6 +53,28 @@ fn to_task(row: &Row) -> Result<Task, StorageError> {
     })
 }
 
+/// Runs one repository operation in an OpenTelemetry client span and records its
+/// duration (`db.client.operation.duration`). Parameter values are never recorded.
+pub(crate) async fn observed<T>(
+    name: &'static str,
+    operation: &'static str,
+    work: impl std::future::Future<Output = Result<T, RepositoryError>>,
+) -> Result<T, RepositoryError> {
+    let collection = name.rsplit(' ').next().unwrap_or(name);
+    let span = tracing::info_span!(
+        "db",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = collection,
+    );
+    let started = Instant::now();
+    let outcome = work.instrument(span).await;
+    tasks_telemetry::metrics::global().observe_db(operation, collection, started.elapsed());
+    outcome
+}
+
 fn pg(error: tokio_postgres::Error) -> RepositoryError {
     StorageError::from_pg(error).into()
 }
@@ -57,84 +82,93 @@ fn pg(error: tokio_postgres::Error) -> RepositoryError {
 #[async_trait]
 impl TaskRepository for PgTaskRepository {
     async fn insert(&self, task: &Task) -> Result<(), RepositoryError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ))
-            .await
-            .map_err(pg)?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &task.id,
-                    &task.title,
-                    &task.description,
-                    &task.status.as_str(),
-                    &task.due_at,
-                    &task.created_at,
-                    &task.updated_at,
-                    &task.version,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(())
+        observed("INSERT tasks", "INSERT", async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .await
+                .map_err(pg)?;
+            client
+                .execute(
+                    &stmt,
+                    &[
+                        &task.id,
+                        &task.title,
+                        &task.description,
+                        &task.status.as_str(),
+                        &task.due_at,
+                        &task.created_at,
+                        &task.updated_at,
+                        &task.version,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
-            .await
-            .map_err(pg)?;
-        let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
-        Ok(row.as_ref().map(to_task).transpose()?)
+        observed("SELECT tasks", "SELECT", async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
+                .await
+                .map_err(pg)?;
+            let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
+            Ok(row.as_ref().map(to_task).transpose()?)
+        })
+        .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, RepositoryError> {
-        let client = self.client().await?;
-        let fetch = i64::from(query.limit) + 1;
-        let status = query.status.map(Status::as_str);
-        let after = query.cursor.map(|c| c.after);
-        // One statement per filter shape, so each gets a plan that uses its index.
-        let rows = match (status, after) {
-            (None, None) => {
-                let stmt = client
-                    .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks ORDER BY id DESC LIMIT $1"))
-                    .await
-                    .map_err(pg)?;
-                client.query(&stmt, &[&fetch]).await
+        observed("SELECT tasks", "SELECT", async move {
+            let client = self.client().await?;
+            let fetch = i64::from(query.limit) + 1;
+            let status = query.status.map(Status::as_str);
+            let after = query.cursor.map(|c| c.after);
+            // One statement per filter shape, so each gets a plan that uses its index.
+            let rows = match (status, after) {
+                (None, None) => {
+                    let stmt = client
+                        .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks ORDER BY id DESC LIMIT $1"))
+                        .await
+                        .map_err(pg)?;
+                    client.query(&stmt, &[&fetch]).await
+                }
+                (Some(status), None) => {
+                    let stmt = client
+                        .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE status = $1 ORDER BY id DESC LIMIT $2"))
+                        .await
+                        .map_err(pg)?;
+                    client.query(&stmt, &[&status, &fetch]).await
+                }
+                (None, Some(after)) => {
+                    let stmt = client
+                        .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id < $1 ORDER BY id DESC LIMIT $2"))
+                        .await
+                        .map_err(pg)?;
+                    client.query(&stmt, &[&after, &fetch]).await
+                }
+                (Some(status), Some(after)) => {
+                    let stmt = client
+                        .prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                        ))
+                        .await
+                        .map_err(pg)?;
+                    client.query(&stmt, &[&status, &after, &fetch]).await
+                }
             }
-            (Some(status), None) => {
-                let stmt = client
-                    .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE status = $1 ORDER BY id DESC LIMIT $2"))
-                    .await
-                    .map_err(pg)?;
-                client.query(&stmt, &[&status, &fetch]).await
-            }
-            (None, Some(after)) => {
-                let stmt = client
-                    .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id < $1 ORDER BY id DESC LIMIT $2"))
-                    .await
-                    .map_err(pg)?;
-                client.query(&stmt, &[&after, &fetch]).await
-            }
-            (Some(status), Some(after)) => {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-                    ))
-                    .await
-                    .map_err(pg)?;
-                client.query(&stmt, &[&status, &after, &fetch]).await
-            }
-        }
-        .map_err(pg)?;
-        rows.iter()
-            .map(|r| to_task(r).map_err(Into::into))
-            .collect()
+            .map_err(pg)?;
+            rows.iter()
+                .map(|r| to_task(r).map_err(Into::into))
+                .collect()
+                })
+        .await
     }
 
     async fn update(
@@ -144,50 +178,53 @@ impl TaskRepository for PgTaskRepository {
         expected: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<UpdateOutcome, RepositoryError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "UPDATE tasks SET \
-                   title = CASE WHEN $2 THEN $3 ELSE title END, \
-                   description = CASE WHEN $4 THEN $5 ELSE description END, \
-                   status = CASE WHEN $6 THEN $7 ELSE status END, \
-                   due_at = CASE WHEN $8 THEN $9 ELSE due_at END, \
-                   updated_at = $10, version = version + 1 \
-                 WHERE id = $1 AND ($11::bigint IS NULL OR version = $11) \
-                 RETURNING {COLUMNS}"
-            ))
-            .await
-            .map_err(pg)?;
-        let description = patch.description.clone().flatten();
-        let due_at = patch.due_at.flatten();
-        let status = patch.status.map(Status::as_str);
-        let row = client
-            .query_opt(
-                &stmt,
-                &[
-                    &id,
-                    &patch.title.is_some(),
-                    &patch.title,
-                    &patch.description.is_some(),
-                    &description,
-                    &patch.status.is_some(),
-                    &status,
-                    &patch.due_at.is_some(),
-                    &due_at,
-                    &now,
-                    &expected,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        if let Some(row) = row {
-            return Ok(UpdateOutcome::Updated(to_task(&row)?));
-        }
-        Ok(if self.exists(&client, id).await? {
-            UpdateOutcome::VersionMismatch
-        } else {
-            UpdateOutcome::NotFound
+        observed("UPDATE tasks", "UPDATE", async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET \
+                       title = CASE WHEN $2 THEN $3 ELSE title END, \
+                       description = CASE WHEN $4 THEN $5 ELSE description END, \
+                       status = CASE WHEN $6 THEN $7 ELSE status END, \
+                       due_at = CASE WHEN $8 THEN $9 ELSE due_at END, \
+                       updated_at = $10, version = version + 1 \
+                     WHERE id = $1 AND ($11::bigint IS NULL OR version = $11) \
+                     RETURNING {COLUMNS}"
+                ))
+                .await
+                .map_err(pg)?;
+            let description = patch.description.clone().flatten();
+            let due_at = patch.due_at.flatten();
+            let status = patch.status.map(Status::as_str);
+            let row = client
+                .query_opt(
+                    &stmt,
+                    &[
+                        &id,
+                        &patch.title.is_some(),
+                        &patch.title,
+                        &patch.description.is_some(),
+                        &description,
+                        &patch.status.is_some(),
+                        &status,
+                        &patch.due_at.is_some(),
+                        &due_at,
+                        &now,
+                        &expected,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            if let Some(row) = row {
+                return Ok(UpdateOutcome::Updated(to_task(&row)?));
+            }
+            Ok(if self.exists(&client, id).await? {
+                UpdateOutcome::VersionMismatch
+            } else {
+                UpdateOutcome::NotFound
+            })
         })
+        .await
     }
 
     async fn delete(
@@ -195,21 +232,24 @@ impl TaskRepository for PgTaskRepository {
         id: Uuid,
         expected: Option<i64>,
     ) -> Result<DeleteOutcome, RepositoryError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "DELETE FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)",
-            )
-            .await
-            .map_err(pg)?;
-        if client.execute(&stmt, &[&id, &expected]).await.map_err(pg)? == 1 {
-            return Ok(DeleteOutcome::Deleted);
-        }
-        Ok(if self.exists(&client, id).await? {
-            DeleteOutcome::VersionMismatch
-        } else {
-            DeleteOutcome::NotFound
+        observed("DELETE tasks", "DELETE", async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "DELETE FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)",
+                )
+                .await
+                .map_err(pg)?;
+            if client.execute(&stmt, &[&id, &expected]).await.map_err(pg)? == 1 {
+                return Ok(DeleteOutcome::Deleted);
+            }
+            Ok(if self.exists(&client, id).await? {
+                DeleteOutcome::VersionMismatch
+            } else {
+                DeleteOutcome::NotFound
+            })
         })
+        .await
     }
 }
 

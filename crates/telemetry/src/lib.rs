@@ -1,17 +1,42 @@
-//! Telemetry for actix-web services: structured logs (JSON by default, `pretty` for
-//! humans), with the level from configuration and `RUST_LOG` winning when set.
+//! Telemetry for actix-web services, knowing nothing about what the service does:
+//!
+//! - **logs** ([`LogSettings`]): `tracing` events as JSON lines (or `pretty` for humans),
+//!   the level from configuration with `RUST_LOG` winning when set;
+//! - **traces** ([`init`]): OpenTelemetry over OTLP/HTTP, configured only by the standard
+//!   `OTEL_*` variables — no `OTEL_EXPORTER_OTLP_ENDPOINT`, no exporter. Spans are batched
+//!   on a background thread, so a slow or absent collector never slows a request;
+//!   [`Telemetry::shutdown`] flushes them;
+//! - **metrics** ([`metrics`]): Prometheus text format from one registry — HTTP server
+//!   duration and in-flight requests, database operation duration and pool gauges,
+//!   build info and process metrics (RSS, CPU, open file descriptors);
+//! - **request correlation** ([`http`]): an actix middleware that assigns or echoes
+//!   `X-Request-Id`, continues W3C `traceparent` traces, opens the server span, records
+//!   the metrics and writes one access-log event per request (route template, never
+//!   the raw path).
 //!
 //! ```
+//! use actix_web::{App, web};
 //! use tasks_telemetry::{LogFormat, LogSettings};
 //!
-//! let settings = LogSettings { level: "info".into(), format: LogFormat::Json };
-//! let filter = settings.filter().expect("valid directives");
-//! assert!(filter.to_string().contains("info"));
+//! let logs = LogSettings { level: "info".into(), format: LogFormat::Json };
+//! assert!(logs.filter().is_ok());
+//! // In main: let telemetry = tasks_telemetry::init(&logs, "notes")?; … telemetry.shutdown();
+//! let app = App::new()
+//!     .route("/notes/{id}", web::get().to(|| async { "note" }))
+//!     .wrap(actix_web::middleware::from_fn(tasks_telemetry::http::observe));
+//! let admin = App::new().route("/metrics", web::get().to(tasks_telemetry::metrics::handler));
+//! # let _ = (app, admin);
 //! ```
+
+pub mod http;
+pub mod metrics;
+mod traces;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+pub use traces::{OtlpSettings, Telemetry};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +68,9 @@ pub enum TelemetryError {
         /// Why.
         reason: String,
     },
+    /// The `OTEL_*` settings are unusable.
+    #[error("invalid OpenTelemetry settings: {0}")]
+    Otlp(String),
     /// A global subscriber was already installed.
     #[error("logging is already initialised")]
     AlreadyInitialised,
@@ -65,28 +93,34 @@ impl LogSettings {
                 reason: e.to_string(),
             })
     }
+}
 
-    /// Installs the global subscriber writing to stdout.
-    ///
-    /// # Errors
-    /// A bad filter, or a subscriber already installed.
-    pub fn init(&self) -> Result<(), TelemetryError> {
-        let filter = self.filter()?;
-        let registry = tracing_subscriber::registry().with(filter);
-        let result = match self.format {
-            LogFormat::Json => registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(false)
-                        .with_span_list(false),
-                )
-                .try_init(),
-            LogFormat::Pretty => registry
-                .with(tracing_subscriber::fmt::layer().compact())
-                .try_init(),
-        };
-        result.map_err(|_| TelemetryError::AlreadyInitialised)
-    }
+/// Installs logging and, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific
+/// variable) is set, the OTLP trace pipeline. `service_name` is used unless
+/// `OTEL_SERVICE_NAME` or `service.name` in `OTEL_RESOURCE_ATTRIBUTES` says otherwise.
+///
+/// # Errors
+/// A bad log filter, unusable `OTEL_*` settings, or a subscriber already installed.
+pub fn init(logs: &LogSettings, service_name: &str) -> Result<Telemetry, TelemetryError> {
+    let filter = logs.filter()?;
+    let otlp = OtlpSettings::from_env(service_name)?;
+    let telemetry = Telemetry::new(otlp)?;
+    let otel_layer = telemetry.layer();
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    let result = match logs.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().compact())
+            .try_init(),
+    };
+    result.map_err(|_| TelemetryError::AlreadyInitialised)?;
+    Ok(telemetry)
 }

@@ -75,8 +75,8 @@ pub fn configure(limits: Limits) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
-/// The API application: routes, the error-to-problem conversion, and request
-/// correlation (outermost, so it sees the final response).
+/// The API application: routes, the error-to-problem conversion, draining, and request
+/// telemetry (outermost, so it sees the final response and times everything).
 pub fn app(
     state: web::Data<tasks::ApiState>,
     draining: web::Data<middleware::Draining>,
@@ -95,5 +95,6 @@ pub fn app(
         .app_data(draining)
         .configure(configure(limits))
         .wrap(ErrorHandlers::new().default_handler(problem_for_any_error))
-        .wrap(from_fn(middleware::correlate))
+        .wrap(from_fn(middleware::close_when_draining))
+        .wrap(from_fn(tasks_telemetry::http::observe))
 }

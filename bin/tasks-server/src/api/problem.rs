@@ -10,7 +10,7 @@ use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use serde::Serialize;
 use tasks_domain::{DomainError, FieldError, RepositoryError};
 
-use super::middleware::RequestId;
+use tasks_telemetry::http::RequestId;
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
