@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the variables are used by the scripts that source this file
 # Shared helpers of scripts/deploy-local.sh and scripts/deploy-staging.sh (sourced).
 #
 # Every command that changes something is printed ("+ cmd ...") before it runs. With

