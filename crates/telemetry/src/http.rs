@@ -103,13 +103,19 @@ pub async fn observe(
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = method_label(req.method());
+    // Resolved from the app's resource map up front, so the span is named at creation.
+    let route = req
+        .request()
+        .resource_map()
+        .match_pattern(req.path())
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = Empty,
+        otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
-        http.route = Empty,
+        http.route = %route,
         http.response.status_code = Empty,
         url.path = req.path(),
         url.scheme = req.connection_info().scheme(),
@@ -131,23 +137,13 @@ pub async fn observe(
     let outcome = next.call(req).instrument(span.clone()).await;
     drop(active);
 
-    let (route, status) = match &outcome {
-        Ok(res) => (
-            res.request()
-                .match_pattern()
-                .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned()),
-            res.status(),
-        ),
-        Err(error) => (
-            UNMATCHED_ROUTE.to_owned(),
-            error.as_response_error().status_code(),
-        ),
+    let status = match &outcome {
+        Ok(res) => res.status(),
+        Err(error) => error.as_response_error().status_code(),
     };
     let elapsed = started.elapsed();
     let code = status.as_u16();
-    span.record("http.route", route.as_str());
-    span.record("otel.name", format!("{method} {route}"));
-    span.record("http.response.status_code", code);
+    span.record("http.response.status_code", i64::from(code));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
