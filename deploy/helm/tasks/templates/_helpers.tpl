@@ -221,8 +221,8 @@ in an `if`). Never test or print a numeric value without it. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* Port of the OTLP endpoint URL (explicit port, else 4317 for grpc-style
-http://host and 443 for https). */}}
+{{/* Port of the OTLP endpoint URL (explicit port, else 4318 — OTLP/HTTP, the protocol
+the binary exports — for http://host, and 443 for https). */}}
 {{- define "tasks.otlpPort" -}}
 {{- $u := urlParse .Values.otel.endpoint -}}
 {{- $hostport := splitList ":" $u.host -}}
@@ -231,7 +231,7 @@ http://host and 443 for https). */}}
 {{- else if eq $u.scheme "https" -}}
 443
 {{- else -}}
-4317
+4318
 {{- end -}}
 {{- end -}}
 
