@@ -56,6 +56,14 @@ test-chart:
 test-image:
     scripts/test-image.sh
 
+# Build the image tasks-server:<version>-<sha>[-dirty] and print its tag (IMAGE_TARGET=host: from a host-built static binary, no registry needed).
+image:
+    scripts/image.sh build
+
+# Push the image to ghcr.io/$REGISTRY_OWNER/tasks-server:<tag> (REGISTRY overrides ghcr.io; run docker login first).
+image-push:
+    scripts/image.sh push
+
 # Print the OpenAPI document generated from the code.
 openapi:
     @cargo run --quiet --locked -p tasks-server -- openapi
