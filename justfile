@@ -28,9 +28,9 @@ run *args:
     echo "admin: http://127.0.0.1:${TASKS_ADMIN__PORT:-9090}/livez /readyz /metrics"
     exec cargo run --locked -p tasks-server -- "$@"
 
-# Everything CI runs, with a summary line: lint, Rust tests, chart, image.
+# Everything CI runs, with a summary line: lint, Rust tests, robustness, chart, image.
 test:
-    scripts/run-suites.sh lint test-rust test-chart test-image test-deploy rehearse
+    scripts/run-suites.sh lint test-rust test-robustness test-chart test-image test-deploy rehearse
 
 # Format check, clippy and rustdoc with warnings denied, hadolint on the Dockerfile.
 lint:
@@ -71,6 +71,14 @@ openapi:
 # Regenerate docs/openapi.json from the code (a test fails when it drifts).
 openapi-update:
     cargo run --quiet --locked -p tasks-server -- openapi > docs/openapi.json
+
+# Robustness: hostile bodies, limits, unicode, slow clients, database outage, and schemathesis fuzzing of /openapi.json.
+test-robustness:
+    scripts/test-robustness.sh
+
+# Benchmarks (not in CI): release build, PostgreSQL with 10,000 tasks, wrk vs minimal baselines and pgbench; table, target/bench/results.json, chart.svg.
+bench:
+    scripts/bench.sh
 
 # ===================================================================================
 # Deploy workflows and the lifecycle rehearsal (scripts/deploy-*.sh, rehearsal/).
