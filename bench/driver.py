@@ -188,7 +188,7 @@ def pgbench(pg_port: int) -> dict:
     script.write_text(
         "\\set n random(1, %d)\n"
         "SELECT id, title, description, status, due_at, created_at, updated_at, version "
-        "FROM tasks WHERE id = ('%s' || lpad(to_hex(:n), 12, '0'))::uuid;\n" % (SEED_TASKS, ID_PREFIX))
+        "FROM tasks WHERE id = ('%s' || lpad(to_hex(CAST(:n AS bigint)), 12, '0'))::uuid;\n" % (SEED_TASKS, ID_PREFIX))
     env = dict(os.environ, PGPASSWORD=PG_PASSWORD)
     # pgbench writes its per-transaction logs into the working directory.
     argv = ["pgbench", "-n", "-M", "prepared", "-f", str(script), "-c", str(CONNECTIONS),
