@@ -52,6 +52,10 @@ PIPELINE_CLIENTS = env_int("BENCH_PIPELINE_CLIENTS", 2)
 POOL_SIZE = (WORKERS * 4) if WORKERS * 4 >= 4 else 4  # tasks-server's default: workers*4 in [4, 32]
 POOL_SIZE = min(POOL_SIZE, 32)
 PG_PASSWORD = "bench-only-password"
+# Which tasks-server scenarios besides GET by id (comma list; default all), and the
+# name of the result files (experiments keep the default results apart).
+SCENARIOS = [x for x in os.environ.get("BENCH_SCENARIOS", "post,list,mixed").split(",") if x]
+RESULTS_NAME = os.environ.get("BENCH_RESULTS_NAME", "results")
 
 
 def log(msg: str) -> None:
@@ -464,6 +468,8 @@ def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, pro
         record("GET by id", "pgbench", pgbench(pg_port))
         for scenario, script in (("POST create", "post.lua"), ("GET list", "list.lua"),
                                  ("mixed 80/20", "mixed.lua")):
+            if script.removesuffix(".lua") not in SCENARIOS:
+                continue
             record(scenario, "tasks-server", wrk(ours_url, script, ids, sampler))
     for p in procs:
         if p.name != "tasks-server":
@@ -489,7 +495,7 @@ def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, pro
          "value": get["minimal-pooled"] / get["minimal-pipelined"], "budget": "(machine: ~50% expected)"},
     ]
     results = {
-        "config": {"connections": CONNECTIONS, "duration_secs": DURATION, "rounds": ROUNDS,
+        "config": {"ours_env": os.environ.get("BENCH_OURS_ENV", ""), "connections": CONNECTIONS, "duration_secs": DURATION, "rounds": ROUNDS,
                    "wrk_threads": WRK_THREADS, "workers": WORKERS, "pool_size": POOL_SIZE,
                    "pipeline_clients": PIPELINE_CLIENTS, "seed_tasks": SEED_TASKS,
                    "cpus": os.cpu_count(), "git_revision": git_revision()},
@@ -502,10 +508,11 @@ def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, pro
                     "binary_bytes": ours_bin.stat().st_size},
         "image": image_size(),
     }
-    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    svg_chart(results, OUT / "chart.svg")
+    (OUT / f"{RESULTS_NAME}.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart = "chart" if RESULTS_NAME == "results" else f"{RESULTS_NAME}-chart"
+    svg_chart(results, OUT / f"{chart}.svg")
     sys.stdout.write(markdown(results))
-    sys.stdout.write(f"\nJSON: target/bench/results.json, chart: target/bench/chart.svg\n")
+    sys.stdout.write(f"\nJSON: target/bench/{RESULTS_NAME}.json, chart: target/bench/{chart}.svg\n")
 
 
 def git_revision() -> str:

@@ -7,7 +7,9 @@
 #
 # Environment (all optional): BENCH_DURATION_SECS (10), BENCH_CONNECTIONS (32),
 # BENCH_ROUNDS (2), BENCH_WORKERS (2), BENCH_WRK_THREADS (2), BENCH_PIPELINE_CLIENTS (2),
-# BENCH_OURS_ENV ("KEY=VALUE ..." extra settings for tasks-server),
+# BENCH_OURS_ENV ("KEY=VALUE ..." extra settings for tasks-server, e.g.
+# "TASKS_DATABASE__POOL_MAX_SIZE=4"), BENCH_SCENARIOS (post,list,mixed: the scenarios
+# besides GET by id), BENCH_RESULTS_NAME (results: file names of an experiment),
 # BENCH_IMAGE=1 (also build the static musl binary and the runtime image with Docker to
 # report its size; otherwise an image is measured only when both are already at hand).
 set -euo pipefail
