@@ -15,9 +15,7 @@ use tasks_health::{Health, Kind};
 use tasks_storage::idempotency::PgIdempotencyStore;
 use tasks_storage::pool::{PoolSettings, build_pool, ping};
 use tasks_storage::tasks::PgTaskRepository;
-use tokio::signal::unix::{SignalKind, signal};
 
-use crate::api::middleware::Draining;
 use crate::api::tasks::ApiState;
 use crate::api::{self, Limits};
 use crate::settings::Settings;
@@ -56,14 +54,14 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
         tasks: TaskService::new(repository),
         idempotency,
     });
-    let draining = web::Data::new(Draining::default());
+    let health_data = web::Data::new(health.clone());
     let limits = Limits {
         max_body_bytes: settings.http.max_body_bytes,
     };
     let timeout = settings.shutdown.timeout_secs;
 
-    let api_draining = draining.clone();
-    let api = HttpServer::new(move || api::app(state.clone(), api_draining.clone(), limits))
+    let api_health = health_data.clone();
+    let api = HttpServer::new(move || api::app(state.clone(), api_health.clone(), limits))
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(timeout)
@@ -88,10 +86,9 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
             waiting: status.waiting,
         });
     });
-    let admin_health = web::Data::new(health.clone());
     let admin = HttpServer::new(move || {
         App::new()
-            .app_data(admin_health.clone())
+            .app_data(health_data.clone())
             .configure(tasks_health::routes)
             .route("/metrics", web::get().to(tasks_telemetry::metrics::handler))
     })
@@ -115,12 +112,10 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
         "listening"
     );
 
-    let drain = tokio::spawn(drain_on_signal(
+    let drain = tokio::spawn(tasks_health::shutdown::drain_on_signal(
         health,
-        draining,
         Duration::from_secs(settings.shutdown.drain_delay_secs),
-        api.handle(),
-        admin.handle(),
+        vec![api.handle(), admin.handle()],
     ));
     let (api_result, admin_result) = futures_util::future::join(api, admin).await;
     api_result.context("API server")?;
@@ -231,44 +226,4 @@ async fn purge_idempotency_keys(store: PgIdempotencyStore, health: Health) {
             Err(error) => tracing::debug!(%error, "idempotency key sweep skipped"),
         }
     }
-}
-
-async fn drain_on_signal(
-    health: Health,
-    draining: web::Data<Draining>,
-    drain_delay: Duration,
-    api: actix_web::dev::ServerHandle,
-    admin: actix_web::dev::ServerHandle,
-) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    // Readiness fails at once; traffic keeps being served while endpoints update.
-    health.begin_shutdown();
-    draining.0.store(true, Ordering::SeqCst);
-    tracing::info!(
-        signal = name,
-        drain_delay_secs = drain_delay.as_secs(),
-        "shutdown requested; draining"
-    );
-    let forced = tokio::select! {
-        () = tokio::time::sleep(drain_delay) => false,
-        _ = term.recv() => true,
-        _ = int.recv() => true,
-    };
-    tracing::info!(
-        forced,
-        "no longer accepting connections; finishing in-flight requests"
-    );
-    // `stop(true)` waits for in-flight requests up to the shutdown timeout.
-    api.stop(!forced).await;
-    admin.stop(true).await;
 }

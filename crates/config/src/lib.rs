@@ -45,6 +45,8 @@
 //! assert!(report.contains("listen_prot: unknown configuration key (from NOTES_LISTEN_PROT)"));
 //! ```
 
+#![deny(missing_docs)]
+
 mod error;
 mod secret;
 mod sources;

@@ -28,6 +28,11 @@
 //! ```
 //!
 //! In an actix-web app: `App::new().app_data(web::Data::new(health)).configure(tasks_health::routes)`.
+//! The [`shutdown`] module runs the graceful drain on SIGTERM.
+
+#![deny(missing_docs)]
+
+pub mod shutdown;
 
 use std::collections::BTreeMap;
 use std::future::Future;

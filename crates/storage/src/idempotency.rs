@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 use tasks_domain::{Claim, IdempotencyStore, RepositoryError, StoredResponse};
 
 use crate::StorageError;
+use crate::error::to_repository;
 use crate::tasks::observed;
 
 /// How long a completed key replays its response.
@@ -23,7 +24,7 @@ pub struct PgIdempotencyStore {
 }
 
 fn pg(error: tokio_postgres::Error) -> RepositoryError {
-    StorageError::from_pg(error).into()
+    to_repository(StorageError::from_pg(error))
 }
 
 fn secs(d: Duration) -> f64 {
@@ -43,7 +44,11 @@ impl PgIdempotencyStore {
     /// # Errors
     /// A storage failure.
     pub async fn purge_expired(&self, limit: i64) -> Result<u64, RepositoryError> {
-        let client = self.pool.get().await.map_err(StorageError::from_pool)?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| to_repository(StorageError::from_pool(e)))?;
         let stmt = client
             .prepare_cached(
                 "DELETE FROM idempotency_keys WHERE key IN (\
@@ -64,7 +69,7 @@ impl PgIdempotencyStore {
 impl IdempotencyStore for PgIdempotencyStore {
     async fn claim(&self, key: &str, fingerprint: &[u8]) -> Result<Claim, RepositoryError> {
         observed("INSERT idempotency_keys", "INSERT", async move {
-            let client = self.pool.get().await.map_err(StorageError::from_pool)?;
+            let client = self.pool.get().await.map_err(|e| to_repository(StorageError::from_pool(e)))?;
             // Take the key if it is new, expired, or abandoned mid-flight; otherwise read it.
             let take = client
                 .prepare_cached(
@@ -121,7 +126,7 @@ impl IdempotencyStore for PgIdempotencyStore {
 
     async fn complete(&self, key: &str, response: &StoredResponse) -> Result<(), RepositoryError> {
         observed("UPDATE idempotency_keys", "UPDATE", async move {
-            let client = self.pool.get().await.map_err(StorageError::from_pool)?;
+            let client = self.pool.get().await.map_err(|e| to_repository(StorageError::from_pool(e)))?;
             let stmt = client
                 .prepare_cached(
                     "UPDATE idempotency_keys SET status_code = $2, headers = $3, body = $4, completed_at = now() \
@@ -142,7 +147,11 @@ impl IdempotencyStore for PgIdempotencyStore {
 
     async fn release(&self, key: &str) -> Result<(), RepositoryError> {
         observed("DELETE idempotency_keys", "DELETE", async move {
-            let client = self.pool.get().await.map_err(StorageError::from_pool)?;
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| to_repository(StorageError::from_pool(e)))?;
             let stmt = client
                 .prepare_cached(
                     "DELETE FROM idempotency_keys WHERE key = $1 AND status_code IS NULL",

@@ -1,37 +1,34 @@
-//! PostgreSQL for services: a connection pool that fails fast when the database is
-//! down, TLS, migrations that are safe to run from many replicas at once, a readiness
-//! ping — and the tasks repository built on them.
+//! The tasks service's PostgreSQL storage: its embedded migrations ([`embedded`]) and
+//! the `tasks-domain` ports implemented on PostgreSQL ([`tasks::PgTaskRepository`],
+//! [`idempotency::PgIdempotencyStore`]).
 //!
-//! The generic plumbing ([`pool`], [`tls`], [`migrate`]) knows nothing about tasks and is
-//! reusable; [`tasks`] and [`idempotency`] implement the `tasks-domain` ports.
+//! The generic plumbing — pool, TLS, advisory-locked migrations, readiness ping — lives in
+//! `tasks-postgres` and is re-exported here as [`pool`], [`tls`] and [`migrate`].
 //!
-//! Failure behaviour:
-//! - every pool operation is bounded (wait, create and recycle timeouts), so a dead
-//!   database yields [`StorageError::Unavailable`] quickly instead of a hang;
-//! - each new connection re-reads the password file, so a rotated Kubernetes Secret is
-//!   picked up without a restart;
-//! - [`migrate::run_locked`] holds a PostgreSQL advisory lock on the migrating connection,
-//!   so concurrent migrators apply each migration exactly once.
+//! Failure behaviour: every operation runs in an OpenTelemetry client span and records
+//! `db.client.operation.duration`; PostgreSQL failures become
+//! `RepositoryError::Unavailable` (retry later) or `RepositoryError::Other`
+//! ([`error::to_repository`]).
 //!
 //! ```no_run
-//! use tasks_storage::pool::{PoolSettings, build_pool};
+//! use std::sync::Arc;
+//! use tasks_domain::TaskService;
+//! use tasks_storage::{pool, tasks::PgTaskRepository};
 //!
-//! # async fn demo() -> Result<(), tasks_storage::StorageError> {
-//! let settings = PoolSettings { host: "db".into(), name: "notes".into(), user: "notes".into(), ..PoolSettings::default() };
-//! let pool = build_pool(&settings)?;
-//! tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "notes").await?;
-//! tasks_storage::pool::ping(&pool).await?;
-//! # Ok(()) }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = pool::PoolSettings { host: "db".into(), name: "tasks".into(), user: "tasks".into(), ..Default::default() };
+//! tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "tasks-server").await?;
+//! let service = TaskService::new(Arc::new(PgTaskRepository::new(pool::build_pool(&settings)?)));
+//! let task = service.create(&serde_json::json!({"title": "Ship it"})).await?;
+//! # let _ = task; Ok(()) }
 //! ```
 
 pub mod error;
 pub mod idempotency;
-pub mod migrate;
-pub mod pool;
 pub mod tasks;
-pub mod tls;
 
 pub use error::StorageError;
+pub use tasks_postgres::{migrate, pool, tls};
 
 /// The tasks service's migrations, embedded in the binary.
 pub mod embedded {

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::StorageError;
+use crate::error::to_repository;
 
 const COLUMNS: &str = "id, title, description, status, due_at, created_at, updated_at, version";
 
@@ -31,25 +32,30 @@ impl PgTaskRepository {
         Self { pool }
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StorageError> {
-        Ok(self.pool.get().await?)
+    async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| to_repository(StorageError::from_pool(e)))
     }
 }
 
-fn to_task(row: &Row) -> Result<Task, StorageError> {
-    let status: &str = row.try_get("status")?;
+fn to_task(row: &Row) -> Result<Task, RepositoryError> {
+    let status: &str = row.try_get("status").map_err(pg)?;
     let status = Status::parse(status).ok_or_else(|| {
-        StorageError::Migration(format!("unknown status {status:?} in tasks table"))
+        to_repository(StorageError::Migration(format!(
+            "unknown status {status:?} in tasks table"
+        )))
     })?;
     Ok(Task {
-        id: row.try_get("id")?,
-        title: row.try_get("title")?,
-        description: row.try_get("description")?,
+        id: row.try_get("id").map_err(pg)?,
+        title: row.try_get("title").map_err(pg)?,
+        description: row.try_get("description").map_err(pg)?,
         status,
-        due_at: row.try_get("due_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        version: row.try_get("version")?,
+        due_at: row.try_get("due_at").map_err(pg)?,
+        created_at: row.try_get("created_at").map_err(pg)?,
+        updated_at: row.try_get("updated_at").map_err(pg)?,
+        version: row.try_get("version").map_err(pg)?,
     })
 }
 
@@ -76,7 +82,7 @@ pub(crate) async fn observed<T>(
 }
 
 fn pg(error: tokio_postgres::Error) -> RepositoryError {
-    StorageError::from_pg(error).into()
+    to_repository(StorageError::from_pg(error))
 }
 
 #[async_trait]
@@ -119,7 +125,7 @@ impl TaskRepository for PgTaskRepository {
                 .await
                 .map_err(pg)?;
             let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
-            Ok(row.as_ref().map(to_task).transpose()?)
+            row.as_ref().map(to_task).transpose()
         })
         .await
     }
@@ -165,7 +171,7 @@ impl TaskRepository for PgTaskRepository {
             }
             .map_err(pg)?;
             rows.iter()
-                .map(|r| to_task(r).map_err(Into::into))
+                .map(to_task)
                 .collect()
                 })
         .await

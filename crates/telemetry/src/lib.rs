@@ -28,6 +28,8 @@
 //! # let _ = (app, admin);
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod http;
 pub mod metrics;
 mod traces;

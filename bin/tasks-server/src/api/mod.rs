@@ -1,6 +1,5 @@
 //! The HTTP API: routes, middleware order and error handling.
 
-pub mod middleware;
 pub mod openapi;
 pub mod problem;
 pub mod tasks;
@@ -48,8 +47,7 @@ async fn not_found() -> HttpResponse {
     )
 }
 
-/// Mounts the API on an app that already holds `web::Data<ApiState>` and
-/// `web::Data<Draining>`.
+/// Mounts the API on an app that already holds `web::Data<ApiState>`.
 pub fn configure(limits: Limits) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::PayloadConfig::new(limits.max_body_bytes))
@@ -79,7 +77,7 @@ pub fn configure(limits: Limits) -> impl FnOnce(&mut web::ServiceConfig) {
 /// telemetry (outermost, so it sees the final response and times everything).
 pub fn app(
     state: web::Data<tasks::ApiState>,
-    draining: web::Data<middleware::Draining>,
+    health: web::Data<tasks_health::Health>,
     limits: Limits,
 ) -> App<
     impl ServiceFactory<
@@ -92,9 +90,9 @@ pub fn app(
 > {
     App::new()
         .app_data(state)
-        .app_data(draining)
+        .app_data(health)
         .configure(configure(limits))
         .wrap(ErrorHandlers::new().default_handler(problem_for_any_error))
-        .wrap(from_fn(middleware::close_when_draining))
+        .wrap(from_fn(tasks_health::shutdown::close_when_draining))
         .wrap(from_fn(tasks_telemetry::http::observe))
 }

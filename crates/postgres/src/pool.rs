@@ -13,7 +13,7 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::StorageError;
+use crate::Error;
 use crate::tls::{SslMode, client_config};
 
 /// Where the password comes from.
@@ -146,8 +146,8 @@ impl PoolSettings {
     /// A connector for these settings.
     ///
     /// # Errors
-    /// [`StorageError::Settings`] for unusable TLS material.
-    pub fn connector(&self) -> Result<Connector, StorageError> {
+    /// [`Error::Settings`] for unusable TLS material.
+    pub fn connector(&self) -> Result<Connector, Error> {
         let tls = client_config(self.sslmode, self.ca_file.as_deref())?.map(MakeRustlsConnect::new);
         Ok(Connector {
             password: self.password.clone(),
@@ -159,13 +159,13 @@ impl PoolSettings {
     /// statement timeout.
     ///
     /// # Errors
-    /// [`StorageError::Unavailable`] when the server cannot be reached.
-    pub async fn connect(&self, statement_timeout: Duration) -> Result<Client, StorageError> {
+    /// [`Error::Unavailable`] when the server cannot be reached.
+    pub async fn connect(&self, statement_timeout: Duration) -> Result<Client, Error> {
         let connector = self.connector()?;
         let (client, _task) = connector
             .open(&self.pg_config(statement_timeout))
             .await
-            .map_err(StorageError::from_pg)?;
+            .map_err(Error::from_pg)?;
         Ok(client)
     }
 }
@@ -233,8 +233,8 @@ impl deadpool_postgres::Connect for Connector {
 /// the database is still starting.
 ///
 /// # Errors
-/// [`StorageError::Settings`] for invalid TLS material or pool parameters.
-pub fn build_pool(settings: &PoolSettings) -> Result<Pool, StorageError> {
+/// [`Error::Settings`] for invalid TLS material or pool parameters.
+pub fn build_pool(settings: &PoolSettings) -> Result<Pool, Error> {
     let manager = Manager::from_connect(
         settings.pg_config(settings.statement_timeout),
         settings.connector()?,
@@ -251,22 +251,22 @@ pub fn build_pool(settings: &PoolSettings) -> Result<Pool, StorageError> {
         .create_timeout(Some(settings.connect_timeout))
         .recycle_timeout(Some(settings.connect_timeout))
         .build()
-        .map_err(|e| StorageError::Settings(e.to_string()))
+        .map_err(|e| Error::Settings(e.to_string()))
 }
 
 /// A cheap round trip proving the database answers (the readiness check).
 ///
 /// # Errors
-/// [`StorageError::Unavailable`] when no connection can be had or the query fails.
-pub async fn ping(pool: &Pool) -> Result<(), StorageError> {
+/// [`Error::Unavailable`] when no connection can be had or the query fails.
+pub async fn ping(pool: &Pool) -> Result<(), Error> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached("SELECT 1")
         .await
-        .map_err(StorageError::from_pg)?;
+        .map_err(Error::from_pg)?;
     client
         .query_one(&statement, &[])
         .await
-        .map_err(StorageError::from_pg)?;
+        .map_err(Error::from_pg)?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use refinery::Runner;
 
-use crate::StorageError;
+use crate::Error;
 use crate::pool::PoolSettings;
 
 /// refinery's history table (its default name).
@@ -37,13 +37,13 @@ pub struct Applied {
 /// Applies `runner`'s pending migrations while holding the advisory lock for `scope`.
 ///
 /// # Errors
-/// [`StorageError::Unavailable`] when the database cannot be reached (callers retry),
-/// [`StorageError::Migration`] when a migration fails.
+/// [`Error::Unavailable`] when the database cannot be reached (callers retry),
+/// [`Error::Migration`] when a migration fails.
 pub async fn run_locked(
     settings: &PoolSettings,
     runner: Runner,
     scope: &str,
-) -> Result<Applied, StorageError> {
+) -> Result<Applied, Error> {
     // No statement timeout here: waiting for another migrator's lock, or a long DDL, is
     // expected; the lock is released when this connection ends, whatever happens.
     let mut client = settings.connect(Duration::ZERO).await?;
@@ -51,13 +51,13 @@ pub async fn run_locked(
     client
         .execute("SELECT pg_advisory_lock($1)", &[&key])
         .await
-        .map_err(StorageError::from_pg)?;
+        .map_err(Error::from_pg)?;
     let outcome = runner.run_async(&mut client).await;
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&key])
         .await;
-    let report = outcome.map_err(|e| StorageError::Migration(e.to_string()))?;
-    unlock.map_err(StorageError::from_pg)?;
+    let report = outcome.map_err(|e| Error::Migration(e.to_string()))?;
+    unlock.map_err(Error::from_pg)?;
     Ok(Applied {
         applied: report
             .applied_migrations()
@@ -70,16 +70,13 @@ pub async fn run_locked(
 /// Migrations of `runner` not yet applied to the database.
 ///
 /// # Errors
-/// [`StorageError::Unavailable`] when the database cannot be reached.
-pub async fn pending(
-    settings: &PoolSettings,
-    runner: &Runner,
-) -> Result<Vec<String>, StorageError> {
+/// [`Error::Unavailable`] when the database cannot be reached.
+pub async fn pending(settings: &PoolSettings, runner: &Runner) -> Result<Vec<String>, Error> {
     let mut client = settings.connect(settings.statement_timeout).await?;
     let history = client
         .query_one("SELECT to_regclass($1)::text", &[&HISTORY_TABLE])
         .await
-        .map_err(StorageError::from_pg)?;
+        .map_err(Error::from_pg)?;
     if history.get::<_, Option<String>>(0).is_none() {
         return Ok(runner
             .get_migrations()
@@ -90,7 +87,7 @@ pub async fn pending(
     let applied = runner
         .get_applied_migrations_async(&mut client)
         .await
-        .map_err(|e| StorageError::Migration(e.to_string()))?;
+        .map_err(|e| Error::Migration(e.to_string()))?;
     Ok(runner
         .get_migrations()
         .iter()

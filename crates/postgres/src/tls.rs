@@ -9,7 +9,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::{Deserialize, Serialize};
 
-use crate::StorageError;
+use crate::Error;
 
 /// How a connection uses TLS (libpq's `sslmode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,15 +33,12 @@ pub enum SslMode {
 /// default, which rustls 0.23 would otherwise demand at run time.
 ///
 /// # Errors
-/// [`StorageError::Settings`] when the CA file cannot be read or holds no certificate.
-pub fn client_config(
-    mode: SslMode,
-    ca_file: Option<&Path>,
-) -> Result<Option<ClientConfig>, StorageError> {
+/// [`Error::Settings`] when the CA file cannot be read or holds no certificate.
+pub fn client_config(mode: SslMode, ca_file: Option<&Path>) -> Result<Option<ClientConfig>, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| StorageError::Settings(e.to_string()))?;
+        .map_err(|e| Error::Settings(e.to_string()))?;
     let config = match mode {
         SslMode::Disable => return Ok(None),
         SslMode::Prefer | SslMode::Require => builder
@@ -53,29 +50,23 @@ pub fn client_config(
             match ca_file {
                 Some(path) => {
                     let pem = std::fs::read(path).map_err(|e| {
-                        StorageError::Settings(format!(
-                            "cannot read CA file {}: {e}",
-                            path.display()
-                        ))
+                        Error::Settings(format!("cannot read CA file {}: {e}", path.display()))
                     })?;
                     let mut added = 0;
                     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                         let cert = cert.map_err(|e| {
-                            StorageError::Settings(format!(
+                            Error::Settings(format!(
                                 "invalid certificate in {}: {e}",
                                 path.display()
                             ))
                         })?;
                         roots.add(cert).map_err(|e| {
-                            StorageError::Settings(format!(
-                                "unusable CA in {}: {e}",
-                                path.display()
-                            ))
+                            Error::Settings(format!("unusable CA in {}: {e}", path.display()))
                         })?;
                         added += 1;
                     }
                     if added == 0 {
-                        return Err(StorageError::Settings(format!(
+                        return Err(Error::Settings(format!(
                             "no certificate found in {}",
                             path.display()
                         )));
