@@ -28,9 +28,9 @@ run *args:
     echo "admin: http://127.0.0.1:${TASKS_ADMIN__PORT:-9090}/livez /readyz /metrics"
     exec cargo run --locked -p tasks-server -- "$@"
 
-# Everything CI runs, with a summary line: lint, Rust tests, robustness, chart, image.
+# Everything CI runs, with a summary line: lint, Rust tests, packaging, robustness, chart, image.
 test:
-    scripts/run-suites.sh lint test-rust test-robustness test-chart test-image test-deploy rehearse
+    scripts/run-suites.sh lint test-rust test-package test-robustness test-chart test-image test-deploy rehearse
 
 # Format check, clippy and rustdoc with warnings denied, hadolint on the Dockerfile.
 lint:
@@ -47,6 +47,10 @@ fmt:
 # Unit, integration and doc tests against a real PostgreSQL the harness starts.
 test-rust:
     cargo test --workspace --locked
+
+# Package the reusable crates (tasks-config, -health, -telemetry, -postgres) as crates.io would get them, build each from its .crate, check metadata and MSRV.
+test-package:
+    scripts/test-package.sh
 
 # Chart: helm lint (Helm 3 and 4), render every overlay, strict schemas for Kubernetes 1.34-1.37, checkov, negative cases.
 test-chart:

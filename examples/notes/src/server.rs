@@ -1,0 +1,124 @@
+//! Composition: pool, migrations, health, both listeners and the graceful drain, each
+//! from a reusable crate.
+
+use std::error::Error;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tasks_config::Loaded;
+use tasks_health::{Health, Kind};
+use tasks_postgres::pool::{PoolSettings, build_pool, ping};
+
+use crate::settings::Settings;
+
+/// The advisory-lock scope of this service's migrations (distinct from other services').
+pub const MIGRATION_SCOPE: &str = "notes";
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Serves until SIGTERM/SIGINT, drains, and returns.
+///
+/// # Errors
+/// Invalid pool settings, a listener that cannot bind, or a server that fails.
+pub async fn serve(loaded: Loaded<Settings>) -> Result<(), Box<dyn Error>> {
+    let settings = &loaded.value;
+    let password_file = loaded
+        .origin("database.password")
+        .secret_path()
+        .map(Path::to_path_buf);
+    let pool_settings = settings.pool_settings(password_file);
+    let pool = build_pool(&pool_settings)?;
+
+    let health = Health::new();
+    let migrated = Arc::new(AtomicBool::new(false));
+    let (check_pool, check_migrated) = (pool.clone(), migrated.clone());
+    health.register(
+        "database",
+        Kind::Readiness,
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+        move || {
+            let pool = check_pool.clone();
+            let migrated = check_migrated.load(Ordering::SeqCst);
+            async move {
+                ping(&pool).await.map_err(|e| e.to_string())?;
+                migrated
+                    .then_some(())
+                    .ok_or_else(|| "migrations not yet applied".to_owned())
+            }
+        },
+    );
+    tokio::spawn(migrate(pool_settings, migrated, health.clone()));
+
+    let health_data = web::Data::new(health.clone());
+    let api_health = health_data.clone();
+    let pool_data = web::Data::new(pool.clone());
+    let api = HttpServer::new(move || {
+        App::new()
+            .app_data(pool_data.clone())
+            .app_data(api_health.clone())
+            .configure(crate::api::routes)
+            .wrap(from_fn(tasks_health::shutdown::close_when_draining))
+            .wrap(from_fn(tasks_telemetry::http::observe))
+    })
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown.timeout_secs)
+    .bind((settings.http.host.as_str(), settings.http.port))?
+    .run();
+    let admin = HttpServer::new(move || {
+        App::new()
+            .app_data(health_data.clone())
+            .configure(tasks_health::routes)
+            .route("/metrics", web::get().to(tasks_telemetry::metrics::handler))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind((settings.admin.host.as_str(), settings.admin.port))?
+    .run();
+    tracing::info!(
+        api = %format!("{}:{}", settings.http.host, settings.http.port),
+        admin = %format!("{}:{}", settings.admin.host, settings.admin.port),
+        "listening"
+    );
+
+    let drain = tokio::spawn(tasks_health::shutdown::drain_on_signal(
+        health,
+        Duration::from_secs(settings.shutdown.drain_delay_secs),
+        vec![api.handle(), admin.handle()],
+    ));
+    let (api_result, admin_result) = tokio::join!(api, admin);
+    drain.abort();
+    pool.close();
+    api_result?;
+    admin_result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Applies the migrations under the advisory lock, retrying with capped backoff while
+/// the database is late; readiness fails until this succeeds.
+async fn migrate(settings: PoolSettings, migrated: Arc<AtomicBool>, health: Health) {
+    let mut delay = Duration::from_millis(200);
+    while !health.is_shutting_down() {
+        let runner = embedded::migrations::runner();
+        match tasks_postgres::migrate::run_locked(&settings, runner, MIGRATION_SCOPE).await {
+            Ok(applied) => {
+                tracing::info!(applied = ?applied.applied, "schema is current");
+                migrated.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "migrations not applied");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
