@@ -67,7 +67,8 @@ pub async fn run_locked(
     })
 }
 
-/// Migrations of `runner` not yet applied to the database.
+/// Migrations of `runner` not yet applied to the database (assumes refinery's default
+/// history table name, `refinery_schema_history`).
 ///
 /// # Errors
 /// [`Error::Unavailable`] when the database cannot be reached.
