@@ -44,8 +44,9 @@ lint:
 fmt:
     cargo fmt --all
 
-# Unit, integration and doc tests against a real PostgreSQL the harness starts.
+# Unit, integration and doc tests against a real PostgreSQL the harness starts (and real helm for the chart contract).
 test-rust:
+    scripts/ensure-tools.sh helm
     cargo test --workspace --locked
 
 # Package the reusable crates (tasks-config, -health, -telemetry, -postgres) as crates.io would get them, build each from its .crate, check metadata and MSRV.

@@ -16,7 +16,13 @@ use uuid::Uuid;
 use crate::StorageError;
 use crate::error::to_repository;
 
-const COLUMNS: &str = "id, title, description, status, due_at, created_at, updated_at, version";
+/// The task columns, in the order [`to_task`] reads them (a macro so statements can be
+/// `concat!`-ed at compile time instead of formatted per call).
+macro_rules! columns {
+    () => {
+        "id, title, description, status, due_at, created_at, updated_at, version"
+    };
+}
 
 /// [`TaskRepository`] on PostgreSQL. Statements are prepared once per connection
 /// (`prepare_cached`); updates and deletes check the version in the same statement.
@@ -41,21 +47,21 @@ impl PgTaskRepository {
 }
 
 fn to_task(row: &Row) -> Result<Task, RepositoryError> {
-    let status: &str = row.try_get("status").map_err(pg)?;
+    let status: &str = row.try_get(3).map_err(pg)?;
     let status = Status::parse(status).ok_or_else(|| {
         to_repository(StorageError::Migration(format!(
             "unknown status {status:?} in tasks table"
         )))
     })?;
     Ok(Task {
-        id: row.try_get("id").map_err(pg)?,
-        title: row.try_get("title").map_err(pg)?,
-        description: row.try_get("description").map_err(pg)?,
+        id: row.try_get(0).map_err(pg)?,
+        title: row.try_get(1).map_err(pg)?,
+        description: row.try_get(2).map_err(pg)?,
         status,
-        due_at: row.try_get("due_at").map_err(pg)?,
-        created_at: row.try_get("created_at").map_err(pg)?,
-        updated_at: row.try_get("updated_at").map_err(pg)?,
-        version: row.try_get("version").map_err(pg)?,
+        due_at: row.try_get(4).map_err(pg)?,
+        created_at: row.try_get(5).map_err(pg)?,
+        updated_at: row.try_get(6).map_err(pg)?,
+        version: row.try_get(7).map_err(pg)?,
     })
 }
 
@@ -91,8 +97,10 @@ impl TaskRepository for PgTaskRepository {
         observed("INSERT tasks", "INSERT", async move {
             let client = self.client().await?;
             let stmt = client
-                .prepare_cached(&format!(
-                    "INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                .prepare_cached(concat!(
+                    "INSERT INTO tasks (",
+                    columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 ))
                 .await
                 .map_err(pg)?;
@@ -121,7 +129,7 @@ impl TaskRepository for PgTaskRepository {
         observed("SELECT tasks", "SELECT", async move {
             let client = self.client().await?;
             let stmt = client
-                .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
+                .prepare_cached(concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1"))
                 .await
                 .map_err(pg)?;
             let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
@@ -140,29 +148,43 @@ impl TaskRepository for PgTaskRepository {
             let rows = match (status, after) {
                 (None, None) => {
                     let stmt = client
-                        .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks ORDER BY id DESC LIMIT $1"))
+                        .prepare_cached(concat!(
+                            "SELECT ",
+                            columns!(),
+                            " FROM tasks ORDER BY id DESC LIMIT $1"
+                        ))
                         .await
                         .map_err(pg)?;
                     client.query(&stmt, &[&fetch]).await
                 }
                 (Some(status), None) => {
                     let stmt = client
-                        .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE status = $1 ORDER BY id DESC LIMIT $2"))
+                        .prepare_cached(concat!(
+                            "SELECT ",
+                            columns!(),
+                            " FROM tasks WHERE status = $1 ORDER BY id DESC LIMIT $2"
+                        ))
                         .await
                         .map_err(pg)?;
                     client.query(&stmt, &[&status, &fetch]).await
                 }
                 (None, Some(after)) => {
                     let stmt = client
-                        .prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE id < $1 ORDER BY id DESC LIMIT $2"))
+                        .prepare_cached(concat!(
+                            "SELECT ",
+                            columns!(),
+                            " FROM tasks WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                        ))
                         .await
                         .map_err(pg)?;
                     client.query(&stmt, &[&after, &fetch]).await
                 }
                 (Some(status), Some(after)) => {
                     let stmt = client
-                        .prepare_cached(&format!(
-                            "SELECT {COLUMNS} FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                        .prepare_cached(concat!(
+                            "SELECT ",
+                            columns!(),
+                            " FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
                         ))
                         .await
                         .map_err(pg)?;
@@ -170,10 +192,8 @@ impl TaskRepository for PgTaskRepository {
                 }
             }
             .map_err(pg)?;
-            rows.iter()
-                .map(to_task)
-                .collect()
-                })
+            rows.iter().map(to_task).collect()
+        })
         .await
     }
 
@@ -187,7 +207,7 @@ impl TaskRepository for PgTaskRepository {
         observed("UPDATE tasks", "UPDATE", async move {
             let client = self.client().await?;
             let stmt = client
-                .prepare_cached(&format!(
+                .prepare_cached(concat!(
                     "UPDATE tasks SET \
                        title = CASE WHEN $2 THEN $3 ELSE title END, \
                        description = CASE WHEN $4 THEN $5 ELSE description END, \
@@ -195,7 +215,9 @@ impl TaskRepository for PgTaskRepository {
                        due_at = CASE WHEN $8 THEN $9 ELSE due_at END, \
                        updated_at = $10, version = version + 1 \
                      WHERE id = $1 AND ($11::bigint IS NULL OR version = $11) \
-                     RETURNING {COLUMNS}"
+                     RETURNING ",
+                    columns!(),
+                    ""
                 ))
                 .await
                 .map_err(pg)?;

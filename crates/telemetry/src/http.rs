@@ -118,7 +118,7 @@ pub async fn observe(
         http.route = %route,
         http.response.status_code = Empty,
         url.path = req.path(),
-        url.scheme = req.connection_info().scheme(),
+        url.scheme = "http",
         network.protocol.version = ?req.version(),
         request_id = %id,
     );

@@ -35,6 +35,8 @@ pub mod metrics;
 mod traces;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -109,6 +111,10 @@ pub fn init(logs: &LogSettings, service_name: &str) -> Result<Telemetry, Telemet
     let telemetry = Telemetry::new(otlp)?;
     let otel_layer = telemetry.layer();
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    // Log lines carry their own fields; spans exist for traces. Without this per-layer
+    // filter the formatter would render every field of every span on creation, which
+    // costs about a fifth of the request throughput.
+    let events_only = filter_fn(|metadata| metadata.is_event());
     let result = match logs.format {
         LogFormat::Json => registry
             .with(
@@ -116,11 +122,16 @@ pub fn init(logs: &LogSettings, service_name: &str) -> Result<Telemetry, Telemet
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(events_only),
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().compact())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_filter(events_only),
+            )
             .try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInitialised)?;

@@ -116,7 +116,8 @@ fn none_match(headers: &HeaderMap, task: &Task) -> bool {
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "tasks",
     request_body(content = inline(NewTaskBody), content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first response is replayed for 24 hours")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
+            description = "Makes retries safe: the first response is replayed for 24 hours (1–255 visible ASCII characters)")),
     responses(
         (status = 201, description = "Created", body = Task, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
@@ -139,7 +140,7 @@ pub async fn create(
             let key = v
                 .to_str()
                 .map_err(|_| ApiError::BadHeader("Idempotency-Key"))?;
-            if key.is_empty() || key.len() > 255 {
+            if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(ApiError::BadHeader("Idempotency-Key"));
             }
             Some(key.to_owned())
@@ -214,8 +215,8 @@ fn replay(stored: &StoredResponse) -> HttpResponse {
 /// Fetch one task.
 #[utoipa::path(
     get, path = "/v1/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "Task id (UUID)"),
-           ("If-None-Match" = Option<String>, Header, description = "ETag held by the client")),
+    params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
+           ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETag held by the client")),
     responses(
         (status = 200, description = "The task", body = Task, headers(("ETag" = String))),
         (status = 304, description = "Not modified"),
@@ -243,10 +244,13 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only tasks in this state: `todo`, `in_progress` or `done`.
+    #[param(value_type = Option<tasks_domain::Status>)]
     status: Option<String>,
     /// Page size, 1–100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 
@@ -276,8 +280,8 @@ pub async fn list(
 #[utoipa::path(
     patch, path = "/v1/tasks/{id}", tag = "tasks",
     request_body(content = inline(PatchTaskBody), content_type = "application/merge-patch+json"),
-    params(("id" = String, Path, description = "Task id (UUID)"),
-           ("If-Match" = Option<String>, Header, description = "Only apply if the task still has this ETag")),
+    params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
+           ("If-Match" = Option<String>, Header, nullable = false, description = "Only apply if the task still has this ETag")),
     responses(
         (status = 200, description = "Updated", body = Task, headers(("ETag" = String))),
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
@@ -309,8 +313,8 @@ pub async fn update(
 /// Delete a task.
 #[utoipa::path(
     delete, path = "/v1/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "Task id (UUID)"),
-           ("If-Match" = Option<String>, Header, description = "Only delete if the task still has this ETag")),
+    params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
+           ("If-Match" = Option<String>, Header, nullable = false, description = "Only delete if the task still has this ETag")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -335,13 +339,18 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct NewTaskBody {
-    /// 1–200 characters after trimming.
-    #[schema(min_length = 1, max_length = 200)]
+    /// 1–200 characters after trimming (so at least one non-space); no NUL characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     title: String,
-    /// Up to 10,000 characters.
-    #[schema(max_length = 10000)]
+    /// Up to 10,000 characters; no NUL characters.
+    #[schema(max_length = 10000, pattern = r"^[^\u0000]*$")]
     description: Option<String>,
     /// Defaults to `todo`.
+    #[schema(nullable = false)]
     status: Option<tasks_domain::Status>,
     /// RFC 3339 date-time.
     #[schema(format = DateTime)]
@@ -354,13 +363,19 @@ pub struct NewTaskBody {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct PatchTaskBody {
-    /// 1–200 characters after trimming.
-    #[schema(min_length = 1, max_length = 200)]
+    /// 1–200 characters after trimming (so at least one non-space); no NUL characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        nullable = false,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     title: Option<String>,
-    /// Up to 10,000 characters, or null.
-    #[schema(max_length = 10000)]
+    /// Up to 10,000 characters, or null; no NUL characters.
+    #[schema(max_length = 10000, pattern = r"^[^\u0000]*$")]
     description: Option<String>,
     /// New state.
+    #[schema(nullable = false)]
     status: Option<tasks_domain::Status>,
     /// RFC 3339 date-time, or null.
     #[schema(format = DateTime)]
