@@ -1,26 +1,27 @@
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
 use crate::FieldError;
 
-const VERSION_TAG: &str = "v1:";
-
 /// An opaque keyset-pagination position: the id of the last task of a page.
 ///
 /// Ids are UUIDv7, so "newer than" is "greater than"; a page after this cursor holds
-/// strictly older tasks, which makes pages stable while new tasks are inserted.
+/// strictly older tasks, which makes pages stable while new tasks are inserted. On the
+/// wire it is 32 lowercase hex digits — a shape a schema can state exactly (so every
+/// token matching `^[0-9a-f]{32}$` is accepted); clients must still treat it as opaque.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     /// The last id already returned.
     pub after: Uuid,
 }
 
+/// The token's pattern, for API documents.
+pub const CURSOR_PATTERN: &str = "^[0-9a-f]{32}$";
+
 impl Cursor {
     /// The opaque token clients pass back.
     #[must_use]
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{VERSION_TAG}{}", self.after.simple()))
+        self.after.simple().to_string()
     }
 
     /// Parses a token produced by [`Cursor::encode`].
@@ -28,20 +29,16 @@ impl Cursor {
     /// # Errors
     /// A field error for `cursor` when the token is not one of ours.
     pub fn decode(token: &str) -> Result<Self, FieldError> {
-        let invalid = || FieldError::new("cursor", "is not a valid cursor");
-        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
-        let id = text.strip_prefix(VERSION_TAG).ok_or_else(invalid)?;
-        if id.len() != 32
-            || !id
+        let well_formed = token.len() == 32
+            && token
                 .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(invalid());
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !well_formed {
+            return Err(FieldError::new("cursor", "is not a valid cursor"));
         }
-        Uuid::try_parse(id)
+        Uuid::try_parse(token)
             .map(|after| Self { after })
-            .map_err(|_| invalid())
+            .map_err(|_| FieldError::new("cursor", "is not a valid cursor"))
     }
 }
 

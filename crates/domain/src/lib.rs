@@ -25,7 +25,7 @@ mod repository;
 mod service;
 mod task;
 
-pub use cursor::Cursor;
+pub use cursor::{CURSOR_PATTERN, Cursor};
 pub use error::{DomainError, FieldError, RepositoryError};
 pub use idempotency::{Claim, IdempotencyStore, StoredResponse};
 pub use repository::{DeleteOutcome, TaskRepository, UpdateOutcome};

@@ -75,41 +75,61 @@ fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
-/// `If-Match`: `*` or a list of strong entity tags `"<version>"`. Weak or foreign tags
-/// can never match (RFC 9110 requires strong comparison), so they fail the precondition.
-fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
-    let mut versions = Vec::new();
-    let mut present = false;
-    for value in headers.get_all(header::IF_MATCH) {
-        present = true;
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::BadHeader("If-Match"))?;
-        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if tag == "*" {
-                return Ok(Some(Precondition::Exists));
-            }
-            let version = tag
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .and_then(|t| t.parse::<i64>().ok());
-            // An unparseable tag is a version no task has.
-            versions.push(version.unwrap_or(0));
-        }
+/// The entity tags of an `If-Match` / `If-None-Match` header: `None` when absent, an
+/// error when present but empty. Tags that are not ours simply never match.
+fn entity_tags(headers: &HeaderMap, name: &'static str) -> Result<Option<Vec<String>>, ApiError> {
+    let mut values = headers.get_all(name).peekable();
+    if values.peek().is_none() {
+        return Ok(None);
     }
-    Ok(present.then_some(Precondition::VersionIn(versions)))
-}
-
-fn none_match(headers: &HeaderMap, task: &Task) -> bool {
-    let current = etag(task);
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .filter_map(|v| v.to_str().ok())
-        .any(|text| {
+    let mut tags = Vec::new();
+    for value in values {
+        let text = value.to_str().map_err(|_| ApiError::BadHeader(name))?;
+        tags.extend(
             text.split(',')
                 .map(str::trim)
-                .any(|tag| tag == "*" || tag.trim_start_matches("W/") == current)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    if tags.is_empty() && headers.get_all(name).all(|v| v.is_empty()) {
+        return Err(ApiError::BadHeader(name));
+    }
+    Ok(Some(tags))
+}
+
+/// `If-Match`: `*` or a list of strong entity tags `"<version>"`. Weak, foreign or
+/// malformed tags never match (RFC 9110 requires strong comparison), so they fail the
+/// precondition.
+fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
+    let Some(tags) = entity_tags(headers, "If-Match")? else {
+        return Ok(None);
+    };
+    if tags.iter().any(|t| t == "*") {
+        return Ok(Some(Precondition::Exists));
+    }
+    // A tag that is not one of our versions is a version no task has.
+    let versions = tags
+        .iter()
+        .map(|t| {
+            t.strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| t.parse::<i64>().ok())
+                .unwrap_or(0)
         })
+        .collect();
+    Ok(Some(Precondition::VersionIn(versions)))
+}
+
+/// `If-None-Match` (weak comparison): whether the client's copy is current.
+fn none_match(headers: &HeaderMap, task: &Task) -> Result<bool, ApiError> {
+    let Some(tags) = entity_tags(headers, "If-None-Match")? else {
+        return Ok(false);
+    };
+    let current = etag(task);
+    Ok(tags
+        .iter()
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == current))
 }
 
 /// Create a task.
@@ -216,7 +236,7 @@ fn replay(stored: &StoredResponse) -> HttpResponse {
 #[utoipa::path(
     get, path = "/v1/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
-           ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETag held by the client")),
+           ("If-None-Match" = Option<String>, Header, nullable = false, min_length = 1, description = "ETag held by the client")),
     responses(
         (status = 200, description = "The task", body = Task, headers(("ETag" = String))),
         (status = 304, description = "Not modified"),
@@ -231,7 +251,7 @@ pub async fn get(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let task = state.tasks.get(parse_id(&id)?).await?;
-    if none_match(req.headers(), &task) {
+    if none_match(req.headers(), &task)? {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(&task)))
             .finish());
@@ -249,8 +269,8 @@ pub struct ListParams {
     /// Page size, 1–100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// `next_cursor` of the previous page.
-    #[param(min_length = 1)]
+    /// `next_cursor` of the previous page (opaque).
+    #[param(pattern = "^[0-9a-f]{32}$")]
     cursor: Option<String>,
 }
 
@@ -281,7 +301,7 @@ pub async fn list(
     patch, path = "/v1/tasks/{id}", tag = "tasks",
     request_body(content = inline(PatchTaskBody), content_type = "application/merge-patch+json"),
     params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
-           ("If-Match" = Option<String>, Header, nullable = false, description = "Only apply if the task still has this ETag")),
+           ("If-Match" = Option<String>, Header, nullable = false, min_length = 1, description = "Only apply if the task still has this ETag")),
     responses(
         (status = 200, description = "Updated", body = Task, headers(("ETag" = String))),
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
@@ -314,7 +334,7 @@ pub async fn update(
 #[utoipa::path(
     delete, path = "/v1/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
-           ("If-Match" = Option<String>, Header, nullable = false, description = "Only delete if the task still has this ETag")),
+           ("If-Match" = Option<String>, Header, nullable = false, min_length = 1, description = "Only delete if the task still has this ETag")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -339,11 +359,12 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct NewTaskBody {
-    /// 1–200 characters after trimming (so at least one non-space); no NUL characters.
+    /// 1–200 characters after trimming Unicode white space (so at least one other
+    /// character); no NUL characters.
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+        pattern = r"^[^\u0000]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000][^\u0000]*$"
     )]
     title: String,
     /// Up to 10,000 characters; no NUL characters.
@@ -363,12 +384,13 @@ pub struct NewTaskBody {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct PatchTaskBody {
-    /// 1–200 characters after trimming (so at least one non-space); no NUL characters.
+    /// 1–200 characters after trimming Unicode white space (so at least one other
+    /// character); no NUL characters.
     #[schema(
         min_length = 1,
         max_length = 200,
         nullable = false,
-        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+        pattern = r"^[^\u0000]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000][^\u0000]*$"
     )]
     title: Option<String>,
     /// Up to 10,000 characters, or null; no NUL characters.
