@@ -14,6 +14,7 @@ use tasks_domain::{IdempotencyStore, TaskRepository, TaskService};
 use tasks_health::{Health, Kind};
 use tasks_storage::idempotency::PgIdempotencyStore;
 use tasks_storage::pool::{PoolSettings, build_pool, ping};
+use tasks_storage::shared::SharedClient;
 use tasks_storage::tasks::PgTaskRepository;
 
 use crate::api::tasks::ApiState;
@@ -48,12 +49,29 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
         health.clone(),
     ));
 
-    let repository: Arc<dyn TaskRepository> = Arc::new(PgTaskRepository::new(pool.clone()));
     let idempotency: Arc<dyn IdempotencyStore> = Arc::new(PgIdempotencyStore::new(pool.clone()));
-    let state = web::Data::new(ApiState {
-        tasks: TaskService::new(repository),
-        idempotency,
-    });
+    let pipelined_reads = settings.database.pipelined_reads;
+    // Called once per worker, on the worker's thread: each worker gets its own shared
+    // read connection, driven by its own runtime (no cross-thread wake-ups).
+    let worker_state = {
+        let pool = pool.clone();
+        let pool_settings = pool_settings.clone();
+        move || {
+            let repository = if pipelined_reads {
+                PgTaskRepository::with_reader(
+                    pool.clone(),
+                    Arc::new(SharedClient::new(pool_settings.clone())),
+                )
+            } else {
+                PgTaskRepository::new(pool.clone())
+            };
+            let repository: Arc<dyn TaskRepository> = Arc::new(repository);
+            web::Data::new(ApiState {
+                tasks: TaskService::new(repository),
+                idempotency: idempotency.clone(),
+            })
+        }
+    };
     let health_data = web::Data::new(health.clone());
     let limits = Limits {
         max_body_bytes: settings.http.max_body_bytes,
@@ -61,7 +79,7 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
     let timeout = settings.shutdown.timeout_secs;
 
     let api_health = health_data.clone();
-    let api = HttpServer::new(move || api::app(state.clone(), api_health.clone(), limits))
+    let api = HttpServer::new(move || api::app(worker_state(), api_health.clone(), limits))
         .workers(workers)
         .disable_signals()
         .shutdown_timeout(timeout)

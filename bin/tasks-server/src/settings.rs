@@ -123,6 +123,9 @@ pub struct Database {
     pub pool_timeout_ms: u64,
     /// Apply migrations at start-up (under an advisory lock).
     pub migrate_on_start: bool,
+    /// Serve reads (get, list) from one pipelined connection per worker instead of a
+    /// pooled connection per request (writes always use the pool).
+    pub pipelined_reads: bool,
 }
 
 impl Default for Database {
@@ -140,6 +143,7 @@ impl Default for Database {
             statement_timeout_ms: 5_000,
             pool_timeout_ms: 2_000,
             migrate_on_start: true,
+            pipelined_reads: true,
         }
     }
 }

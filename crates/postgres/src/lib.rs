@@ -6,6 +6,8 @@
 //!   a restart; [`pool::ping`] is the readiness check;
 //! - [`tls`]: libpq's `sslmode` meanings (`disable`, `prefer`, `require`, `verify-full`) on
 //!   rustls, with the crypto provider chosen explicitly;
+//! - [`shared`]: one client shared by concurrent requests, for pipelined single-statement
+//!   reads (reopened when it closes);
 //! - [`migrate`]: refinery migrations under a PostgreSQL advisory lock held on the
 //!   migrating connection, so any number of replicas can migrate at once and each
 //!   migration is applied exactly once.
@@ -44,6 +46,7 @@
 mod error;
 pub mod migrate;
 pub mod pool;
+pub mod shared;
 pub mod tls;
 
 pub use error::Error;

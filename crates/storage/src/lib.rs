@@ -2,8 +2,9 @@
 //! the `tasks-domain` ports implemented on PostgreSQL ([`tasks::PgTaskRepository`],
 //! [`idempotency::PgIdempotencyStore`]).
 //!
-//! The generic plumbing — pool, TLS, advisory-locked migrations, readiness ping — lives in
-//! `tasks-postgres` and is re-exported here as [`pool`], [`tls`] and [`migrate`].
+//! The generic plumbing — pool, shared pipelined client, TLS, advisory-locked migrations,
+//! readiness ping — lives in `tasks-postgres` and is re-exported here as [`pool`],
+//! [`shared`], [`tls`] and [`migrate`].
 //!
 //! Failure behaviour: every operation runs in an OpenTelemetry client span and records
 //! `db.client.operation.duration`; PostgreSQL failures become
@@ -28,7 +29,7 @@ pub mod idempotency;
 pub mod tasks;
 
 pub use error::StorageError;
-pub use tasks_postgres::{migrate, pool, tls};
+pub use tasks_postgres::{migrate, pool, shared, tls};
 
 /// The tasks service's migrations, embedded in the binary.
 pub mod embedded {

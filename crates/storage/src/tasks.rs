@@ -1,5 +1,6 @@
 //! The tasks repository over a deadpool-postgres pool.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -9,7 +10,9 @@ use tasks_domain::{
     DeleteOutcome, ListQuery, RepositoryError, Status, Task, TaskPatch, TaskRepository,
     UpdateOutcome,
 };
+use tasks_postgres::shared::SharedClient;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -24,18 +27,66 @@ macro_rules! columns {
     };
 }
 
-/// [`TaskRepository`] on PostgreSQL. Statements are prepared once per connection
-/// (`prepare_cached`); updates and deletes check the version in the same statement.
+const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1");
+const LIST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM tasks ORDER BY id DESC LIMIT $1"
+);
+const LIST_BY_STATUS: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM tasks WHERE status = $1 ORDER BY id DESC LIMIT $2"
+);
+const LIST_AFTER: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM tasks WHERE id < $1 ORDER BY id DESC LIMIT $2"
+);
+const LIST_BY_STATUS_AFTER: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+);
+
+/// [`TaskRepository`] on PostgreSQL. Statements are prepared once per connection;
+/// updates and deletes check the version in the same statement. Reads (get, list) go
+/// through a [`SharedClient`] when one is given — pipelined on one connection instead of
+/// holding a pooled connection each — and through the pool otherwise.
 #[derive(Debug, Clone)]
 pub struct PgTaskRepository {
     pool: Pool,
+    reader: Option<Arc<SharedClient>>,
 }
 
 impl PgTaskRepository {
-    /// A repository using `pool`.
+    /// A repository doing everything through `pool`.
     #[must_use]
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self { pool, reader: None }
+    }
+
+    /// A repository reading through `reader` (pipelined) and writing through `pool`.
+    #[must_use]
+    pub fn with_reader(pool: Pool, reader: Arc<SharedClient>) -> Self {
+        Self {
+            pool,
+            reader: Some(reader),
+        }
+    }
+
+    /// Runs one read statement on the shared client, or on a pooled connection.
+    async fn read(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, RepositoryError> {
+        if let Some(reader) = &self.reader {
+            return reader.query(sql, params).await.map_err(to_repository);
+        }
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(pg)?;
+        client.query(&stmt, params).await.map_err(pg)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
@@ -127,71 +178,27 @@ impl TaskRepository for PgTaskRepository {
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError> {
         observed("SELECT tasks", "SELECT", async move {
-            let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1"))
-                .await
-                .map_err(pg)?;
-            let row = client.query_opt(&stmt, &[&id]).await.map_err(pg)?;
-            row.as_ref().map(to_task).transpose()
+            let rows = self.read(SELECT_BY_ID, &[&id]).await?;
+            rows.first().map(to_task).transpose()
         })
         .await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, RepositoryError> {
         observed("SELECT tasks", "SELECT", async move {
-            let client = self.client().await?;
             let fetch = i64::from(query.limit) + 1;
             let status = query.status.map(Status::as_str);
             let after = query.cursor.map(|c| c.after);
             // One statement per filter shape, so each gets a plan that uses its index.
-            let rows = match (status, after) {
-                (None, None) => {
-                    let stmt = client
-                        .prepare_cached(concat!(
-                            "SELECT ",
-                            columns!(),
-                            " FROM tasks ORDER BY id DESC LIMIT $1"
-                        ))
-                        .await
-                        .map_err(pg)?;
-                    client.query(&stmt, &[&fetch]).await
-                }
-                (Some(status), None) => {
-                    let stmt = client
-                        .prepare_cached(concat!(
-                            "SELECT ",
-                            columns!(),
-                            " FROM tasks WHERE status = $1 ORDER BY id DESC LIMIT $2"
-                        ))
-                        .await
-                        .map_err(pg)?;
-                    client.query(&stmt, &[&status, &fetch]).await
-                }
-                (None, Some(after)) => {
-                    let stmt = client
-                        .prepare_cached(concat!(
-                            "SELECT ",
-                            columns!(),
-                            " FROM tasks WHERE id < $1 ORDER BY id DESC LIMIT $2"
-                        ))
-                        .await
-                        .map_err(pg)?;
-                    client.query(&stmt, &[&after, &fetch]).await
-                }
+            let rows = match (&status, &after) {
+                (None, None) => self.read(LIST, &[&fetch]).await?,
+                (Some(status), None) => self.read(LIST_BY_STATUS, &[status, &fetch]).await?,
+                (None, Some(after)) => self.read(LIST_AFTER, &[after, &fetch]).await?,
                 (Some(status), Some(after)) => {
-                    let stmt = client
-                        .prepare_cached(concat!(
-                            "SELECT ",
-                            columns!(),
-                            " FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-                        ))
-                        .await
-                        .map_err(pg)?;
-                    client.query(&stmt, &[&status, &after, &fetch]).await
+                    self.read(LIST_BY_STATUS_AFTER, &[status, after, &fetch])
+                        .await?
                 }
-            }
-            .map_err(pg)?;
+            };
             rows.iter().map(to_task).collect()
         })
         .await

@@ -88,3 +88,48 @@ async fn pool_recovers_after_the_database_restarts() {
         }
     }
 }
+
+#[tokio::test]
+async fn shared_client_pipelines_reads_and_reconnects_after_a_restart() {
+    use std::sync::Arc;
+    use tasks_storage::shared::SharedClient;
+
+    let server = tasks_test_support::private_server();
+    let db = server.fresh_database().await;
+    let mut settings = common::settings(&db);
+    settings.connect_timeout = Duration::from_millis(500);
+    let shared = Arc::new(SharedClient::new(settings));
+    // Many concurrent reads on one connection.
+    let reads = (0..64_i32).map(|i| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            shared.query("SELECT $1::int4 + 1", &[&i]).await.unwrap()[0].get::<_, i32>(0)
+        })
+    });
+    let sums: Vec<i32> = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(sums, (1..=64).collect::<Vec<_>>());
+
+    server.stop();
+    let error = shared.query("SELECT 1", &[]).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    server.start();
+    // The closed connection is replaced on the next read, without a restart.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match shared.query_opt("SELECT 41 + 1", &[]).await {
+            Ok(row) => {
+                assert_eq!(row.unwrap().get::<_, i32>(0), 42);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("shared client did not recover: {e}"),
+        }
+    }
+}

@@ -119,7 +119,17 @@ async fn concurrent_updates_with_the_same_version_let_exactly_one_win() {
 #[tokio::test]
 async fn pagination_is_stable_while_rows_are_inserted() {
     let (_db, _s, pool) = common::migrated().await;
-    let repo: Arc<dyn TaskRepository> = Arc::new(PgTaskRepository::new(pool));
+    pagination_walk(Arc::new(PgTaskRepository::new(pool))).await;
+}
+
+#[tokio::test]
+async fn pagination_through_the_pipelined_reader_is_stable_too() {
+    let (_db, settings, pool) = common::migrated().await;
+    let reader = Arc::new(tasks_storage::shared::SharedClient::new(settings));
+    pagination_walk(Arc::new(PgTaskRepository::with_reader(pool, reader))).await;
+}
+
+async fn pagination_walk(repo: Arc<dyn TaskRepository>) {
     let service = TaskService::new(repo.clone());
     let mut originals = Vec::new();
     for i in 0..25 {

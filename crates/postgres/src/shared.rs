@@ -1,0 +1,147 @@
+//! One connection shared by many concurrent requests, for single-statement reads.
+//!
+//! tokio-postgres pipelines the queries issued concurrently on one client: they go out
+//! back to back on the socket and the answers come back in order. A read that needs no
+//! transaction therefore does not need a pooled connection of its own; sharing one
+//! client roughly doubles read throughput where each request would otherwise hold a
+//! pooled connection for its whole round trip. Writes and transactions stay on the pool.
+//!
+//! The client is opened on first use (on the calling task's runtime, e.g. one per actix
+//! worker), reopened when it has closed (a restarted database), with the same password
+//! re-read, TLS and `statement_timeout` as pooled connections. Statements are prepared
+//! once per connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::Error;
+use crate::pool::PoolSettings;
+
+struct Connection {
+    client: Client,
+    statements: Mutex<HashMap<&'static str, Statement>>,
+}
+
+/// A lazily opened, self-healing client for pipelined reads. Cheap to share by `Arc`.
+pub struct SharedClient {
+    settings: PoolSettings,
+    current: RwLock<Option<Arc<Connection>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for SharedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedClient")
+            .field("host", &self.settings.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedClient {
+    /// A client for `settings`; nothing is opened until the first query.
+    #[must_use]
+    pub fn new(settings: PoolSettings) -> Self {
+        Self {
+            settings,
+            current: RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn open_connection(&self) -> Option<Arc<Connection>> {
+        let current = self.current.read().ok()?.clone()?;
+        (!current.client.is_closed()).then_some(current)
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>, Error> {
+        if let Some(connection) = self.open_connection() {
+            return Ok(connection);
+        }
+        // One task reconnects; the others wait for it rather than opening their own.
+        let _single_flight = self.connecting.lock().await;
+        if let Some(connection) = self.open_connection() {
+            return Ok(connection);
+        }
+        let client = self
+            .settings
+            .connect(self.settings.statement_timeout)
+            .await?;
+        let connection = Arc::new(Connection {
+            client,
+            statements: Mutex::new(HashMap::new()),
+        });
+        if let Ok(mut current) = self.current.write() {
+            *current = Some(connection.clone());
+        }
+        Ok(connection)
+    }
+
+    async fn statement(connection: &Connection, sql: &'static str) -> Result<Statement, Error> {
+        let cached = connection
+            .statements
+            .lock()
+            .ok()
+            .and_then(|s| s.get(sql).cloned());
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = connection
+            .client
+            .prepare(sql)
+            .await
+            .map_err(Error::from_pg)?;
+        if let Ok(mut statements) = connection.statements.lock() {
+            statements.insert(sql, statement.clone());
+        }
+        Ok(statement)
+    }
+
+    /// Runs a read returning rows. A connection found closed is reopened and the query
+    /// retried once, so a database restart costs no failed read once it is back.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached; others as the driver says.
+    pub async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let mut retried = false;
+        loop {
+            let connection = self.connection().await?;
+            let statement = Self::statement(&connection, sql).await;
+            let outcome = match statement {
+                Ok(statement) => connection
+                    .client
+                    .query(&statement, params)
+                    .await
+                    .map_err(Error::from_pg),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Err(_) if !retried && connection.client.is_closed() => retried = true,
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a read returning at most one row (see [`SharedClient::query`]).
+    ///
+    /// # Errors
+    /// As [`SharedClient::query`].
+    pub async fn query_opt(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error> {
+        let mut rows = self.query(sql, params).await?;
+        Ok(if rows.is_empty() {
+            None
+        } else {
+            Some(rows.swap_remove(0))
+        })
+    }
+}
