@@ -63,9 +63,14 @@ impl SharedClient {
         // One task reconnects; the others wait for it (at most one connect timeout, so a
         // black-holed database cannot queue reads behind each other) rather than opening
         // their own.
-        let _single_flight = tokio::time::timeout(self.settings.connect_timeout, self.connecting.lock())
-            .await
-            .map_err(|_| Error::Unavailable("timed out waiting for the shared connection to reopen".into()))?;
+        let _single_flight =
+            tokio::time::timeout(self.settings.connect_timeout, self.connecting.lock())
+                .await
+                .map_err(|_| {
+                    Error::Unavailable(
+                        "timed out waiting for the shared connection to reopen".into(),
+                    )
+                })?;
         if let Some(connection) = self.open_connection() {
             return Ok(connection);
         }
