@@ -1,12 +1,12 @@
-//! Records the git revision for `--version`, logs and metrics. `TASKS_GIT_SHA` (set by
+//! Records the git revision for `--version`, logs and metrics. `GIT_REVISION` (set by
 //! image builds without a `.git` directory) wins over asking git.
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=TASKS_GIT_SHA");
+    println!("cargo:rerun-if-env-changed=GIT_REVISION");
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/refs");
-    let sha = std::env::var("TASKS_GIT_SHA")
+    let sha = std::env::var("GIT_REVISION")
         .ok()
         .filter(|s| !s.is_empty())
         .or_else(|| {
@@ -19,7 +19,7 @@ fn main() {
                 .map(|s| s.trim().to_owned())
         });
     println!(
-        "cargo:rustc-env=TASKS_GIT_SHA={}",
+        "cargo:rustc-env=GIT_REVISION={}",
         sha.unwrap_or_else(|| "unknown".to_owned())
     );
 }

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 const SERVICE_NAME: &str = "tasks-server";
 
 /// Version and git revision, as `--version` prints them.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TASKS_GIT_SHA"), ")");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GIT_REVISION"), ")");
 
 #[derive(Debug, Parser)]
 #[command(name = "tasks-server", version = VERSION, about = "Task tracking API over PostgreSQL")]
@@ -141,7 +141,7 @@ where
     tasks_telemetry::metrics::global().set_build_info(
         SERVICE_NAME,
         env!("CARGO_PKG_VERSION"),
-        env!("TASKS_GIT_SHA"),
+        env!("GIT_REVISION"),
     );
     let effective: serde_json::Map<String, serde_json::Value> = loaded
         .effective()
