@@ -305,3 +305,100 @@ async fn metrics_parse_and_count_exactly_the_requests_made() {
     );
     assert!(!text.contains(&server.db.password), "no secret in metrics");
 }
+
+mod grpc {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+
+    use super::*;
+
+    struct Sink(Arc<Mutex<Received>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Sink {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut sink = self.0.lock().unwrap();
+            for resource in request.into_inner().resource_spans {
+                for scope in resource.scope_spans {
+                    sink.spans.extend(scope.spans);
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    /// A real OTLP/gRPC trace receiver on a loopback port.
+    async fn receiver() -> (String, Arc<Mutex<Received>>) {
+        let received = Arc::new(Mutex::new(Received::default()));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let service = TraceServiceServer::new(Sink(received.clone()));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve(addr),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "the gRPC receiver did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (format!("http://127.0.0.1:{port}"), received)
+    }
+
+    #[actix_web::test]
+    async fn spans_reach_a_grpc_collector_when_the_protocol_says_grpc() {
+        let (endpoint, received) = receiver().await;
+        let mut server = Server::start(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ])
+        .await;
+        let created = reqwest::Client::new()
+            .post(format!("{}/v1/tasks", server.api))
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN}-01"))
+            .json(&serde_json::json!({"title": "over grpc"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = received
+                .lock()
+                .unwrap()
+                .spans
+                .iter()
+                .any(|s| hex(&s.trace_id) == TRACE_ID && s.name == "POST /v1/tasks");
+            if got {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no server span arrived over gRPC\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.sigterm();
+        assert!(
+            server.wait_exit(Duration::from_secs(20)).unwrap().success(),
+            "{}",
+            server.log()
+        );
+    }
+}

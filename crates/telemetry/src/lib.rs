@@ -2,7 +2,7 @@
 //!
 //! - **logs** ([`LogSettings`]): `tracing` events as JSON lines (or `pretty` for humans),
 //!   the level from configuration with `RUST_LOG` winning when set;
-//! - **traces** ([`init`]): OpenTelemetry over OTLP/HTTP, configured only by the standard
+//! - **traces** ([`init`]): OpenTelemetry over OTLP (HTTP/protobuf or gRPC), configured only by the standard
 //!   `OTEL_*` variables — no `OTEL_EXPORTER_OTLP_ENDPOINT`, no exporter. Spans are batched
 //!   on a background thread, so a slow or absent collector never slows a request;
 //!   [`Telemetry::shutdown`] flushes them;
@@ -40,7 +40,7 @@ use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub use traces::{OtlpSettings, Telemetry};
+pub use traces::{OtlpProtocol, OtlpSettings, Telemetry};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

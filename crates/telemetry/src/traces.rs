@@ -10,36 +10,58 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::TelemetryError;
 
+/// The OTLP transport (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf` (the OTLP default; collectors listen on 4318).
+    HttpProtobuf,
+    /// `grpc` (collectors listen on 4317).
+    Grpc,
+}
+
 /// What the `OTEL_*` variables ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpSettings {
     /// The collector endpoint; `None` disables export.
     pub endpoint: Option<String>,
+    /// The transport.
+    pub protocol: OtlpProtocol,
     /// `service.name` to use when the environment names none.
     pub default_service_name: String,
 }
 
 impl OtlpSettings {
     /// Reads `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT` and
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (only `http/protobuf`, the OTLP default, is built in).
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` (`http/protobuf`, the default, or `grpc`).
     ///
     /// # Errors
     /// [`TelemetryError::Otlp`] for an unsupported protocol.
     pub fn from_env(default_service_name: &str) -> Result<Self, TelemetryError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
-        if let Some(protocol) = protocol.filter(|p| p != "http/protobuf") {
-            return Err(TelemetryError::Otlp(format!(
-                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported; use http/protobuf (collector port 4318)"
-            )));
-        }
-        let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
-            var("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        let protocol = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        {
+            None => OtlpProtocol::HttpProtobuf,
+            Some(p) if p == "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            Some(p) if p == "grpc" => OtlpProtocol::Grpc,
+            Some(other) => {
+                return Err(TelemetryError::Otlp(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use http/protobuf (port 4318) or grpc (port 4317)"
+                )));
+            }
+        };
+        let traces_endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let endpoint = traces_endpoint.or_else(|| {
+            var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| match protocol {
+                // OTLP/HTTP signals live under per-signal paths of the base URL; gRPC
+                // addresses the service, not a path.
+                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                OtlpProtocol::Grpc => base,
+            })
         });
         Ok(Self {
             endpoint,
+            protocol,
             default_service_name: default_service_name.to_owned(),
         })
     }
@@ -50,20 +72,54 @@ impl OtlpSettings {
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    // The gRPC client's connection tasks need a Tokio runtime of their own: the batch
+    // processor exports from a plain thread, and the service's runtimes stop first.
+    grpc_runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Telemetry {
     pub(crate) fn new(settings: OtlpSettings) -> Result<Self, TelemetryError> {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let Some(endpoint) = settings.endpoint else {
-            return Ok(Self { provider: None });
+            return Ok(Self {
+                provider: None,
+                grpc_runtime: None,
+            });
         };
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .build()
-            .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
+        let build_error =
+            |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Otlp(e.to_string());
+        let (exporter, grpc_runtime) = match settings.protocol {
+            OtlpProtocol::HttpProtobuf => {
+                let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary)
+                    .with_endpoint(endpoint)
+                    .build()
+                    .map_err(build_error)?;
+                (exporter, None)
+            }
+            OtlpProtocol::Grpc => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("otlp-grpc")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        TelemetryError::Otlp(format!(
+                            "cannot start the gRPC exporter's runtime: {e}"
+                        ))
+                    })?;
+                let exporter = runtime
+                    .block_on(async {
+                        opentelemetry_otlp::SpanExporter::builder()
+                            .with_tonic()
+                            .with_endpoint(endpoint)
+                            .build()
+                    })
+                    .map_err(build_error)?;
+                (exporter, Some(runtime))
+            }
+        };
         let named_by_env = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
             || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
         let mut resource = Resource::builder();
@@ -80,6 +136,7 @@ impl Telemetry {
         opentelemetry::global::set_tracer_provider(provider.clone());
         Ok(Self {
             provider: Some(provider),
+            grpc_runtime,
         })
     }
 
@@ -105,6 +162,9 @@ impl Telemetry {
                 tracing::warn!(%error, "flushing spans failed");
             }
             let _ = provider.shutdown();
+        }
+        if let Some(runtime) = self.grpc_runtime {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         }
     }
 }

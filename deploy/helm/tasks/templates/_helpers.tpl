@@ -221,8 +221,8 @@ in an `if`). Never test or print a numeric value without it. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* Port of the OTLP endpoint URL (explicit port, else 4318 — OTLP/HTTP, the protocol
-the binary exports — for http://host, and 443 for https). */}}
+{{/* Port of the OTLP endpoint URL (explicit port, else 443 for https, else the
+protocol's default: 4317 for grpc, 4318 for http/protobuf). */}}
 {{- define "tasks.otlpPort" -}}
 {{- $u := urlParse .Values.otel.endpoint -}}
 {{- $hostport := splitList ":" $u.host -}}
@@ -230,6 +230,8 @@ the binary exports — for http://host, and 443 for https). */}}
 {{- last $hostport -}}
 {{- else if eq $u.scheme "https" -}}
 443
+{{- else if eq .Values.otel.protocol "grpc" -}}
+4317
 {{- else -}}
 4318
 {{- end -}}
