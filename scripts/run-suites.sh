@@ -9,6 +9,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOGS="$(mktemp -d)"
 trap 'rm -rf "$LOGS"' EXIT
 passed=0 failed=0 failed_suites=()
+# Incremental compilation caches only help repeated local builds; in CI they are gigabytes
+# of disk for nothing.
+if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
+free_space() { df -Ph "$ROOT" | awk 'NR == 2 { print $4 " free on " $6 }'; }
+printf 'disk: %s\n' "$(free_space)"
 for suite in "$@"; do
     printf '\n==> %s\n' "$suite"
     started=$(date +%s)
@@ -27,7 +32,7 @@ for suite in "$@"; do
         failed_suites+=("$suite")
         [[ $f -eq 0 ]] && failed=$((failed + 1))   # a suite that died still counts as a failure
     fi
-    printf '<== %s: exit %s, %s passed, %s failed, %ss\n' "$suite" "$status" "$p" "$f" "$(( $(date +%s) - started ))"
+    printf '<== %s: exit %s, %s passed, %s failed, %ss (disk: %s)\n' "$suite" "$status" "$p" "$f" "$(( $(date +%s) - started ))" "$(free_space)"
 done
 echo
 if [[ ${#failed_suites[@]} -gt 0 ]]; then
