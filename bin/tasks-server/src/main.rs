@@ -68,12 +68,9 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig => check_config(),
         Command::Migrate => run(|loaded| async move {
-            let pool_settings = loaded.value.pool_settings(
-                loaded
-                    .origin("database.password")
-                    .secret_path()
-                    .map(std::path::Path::to_path_buf),
-            );
+            let pool_settings = loaded
+                .value
+                .pool_settings(&loaded.origin("database.password"));
             let applied = tasks_storage::migrate::run_locked(
                 &pool_settings,
                 tasks_storage::embedded::runner(),
@@ -90,11 +87,6 @@ fn main() -> ExitCode {
 fn check_config() -> ExitCode {
     match settings::load() {
         Ok(loaded) => {
-            let log = log_settings(&loaded.value);
-            if let Err(error) = log.filter() {
-                eprintln!("1 configuration problem:\n  - log.level: {error}");
-                return ExitCode::from(2);
-            }
             println!("# effective configuration (secrets redacted)");
             for (key, value, origin) in loaded.effective() {
                 println!("{key} = {value}  # {origin}");
@@ -105,16 +97,6 @@ fn check_config() -> ExitCode {
             eprintln!("{errors}");
             ExitCode::from(2)
         }
-    }
-}
-
-fn log_settings(settings: &settings::Settings) -> tasks_telemetry::LogSettings {
-    tasks_telemetry::LogSettings {
-        level: settings.log.level.clone(),
-        format: match settings.log.format {
-            settings::LogFormat::Json => tasks_telemetry::LogFormat::Json,
-            settings::LogFormat::Pretty => tasks_telemetry::LogFormat::Pretty,
-        },
     }
 }
 
@@ -131,7 +113,7 @@ where
             return ExitCode::from(2);
         }
     };
-    let telemetry = match tasks_telemetry::init(&log_settings(&loaded.value), SERVICE_NAME) {
+    let telemetry = match tasks_telemetry::init(&loaded.value.log, SERVICE_NAME) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("{error}");

@@ -1,7 +1,6 @@
 //! `serve`: composition of the pool, health checks, both listeners, background work and
 //! the graceful drain.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,6 +12,7 @@ use tasks_config::Loaded;
 use tasks_domain::{IdempotencyStore, TaskRepository, TaskService};
 use tasks_health::{Health, Kind};
 use tasks_storage::idempotency::PgIdempotencyStore;
+use tasks_storage::migrate::{Strategy, until_current};
 use tasks_storage::pool::{PoolSettings, build_pool, ping};
 use tasks_storage::shared::SharedClient;
 use tasks_storage::tasks::PgTaskRepository;
@@ -27,11 +27,7 @@ pub const MIGRATION_SCOPE: &str = "tasks-server";
 /// Runs the service until SIGTERM/SIGINT, then drains and returns.
 pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
     let settings = loaded.value.clone();
-    let password_file = loaded
-        .origin("database.password")
-        .secret_path()
-        .map(Path::to_path_buf);
-    let pool_settings = settings.pool_settings(password_file);
+    let pool_settings = settings.pool_settings(&loaded.origin("database.password"));
     let pool = build_pool(&pool_settings).context("building the database pool")?;
     let workers = settings.workers();
 
@@ -132,7 +128,7 @@ pub async fn serve(loaded: Loaded<Settings>) -> anyhow::Result<()> {
 
     let drain = tokio::spawn(tasks_health::shutdown::drain_on_signal(
         health,
-        Duration::from_secs(settings.shutdown.drain_delay_secs),
+        settings.shutdown.drain_delay(),
         vec![api.handle(), admin.handle()],
     ));
     let (api_result, admin_result) = futures_util::future::join(api, admin).await;
@@ -180,55 +176,27 @@ fn register_checks(
 }
 
 /// Applies (or, without `migrate_on_start`, waits for someone else to apply) the
-/// migrations, retrying with capped exponential backoff while the database is late, so
-/// a first install never crash-loops waiting for PostgreSQL.
+/// migrations, retrying while the database is late; readiness fails until then.
 async fn prepare_schema(
     settings: PoolSettings,
     migrate: bool,
     ready: Arc<AtomicBool>,
     health: Health,
 ) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        if health.is_shutting_down() {
-            return;
-        }
-        let outcome = if migrate {
-            tasks_storage::migrate::run_locked(
-                &settings,
-                tasks_storage::embedded::runner(),
-                MIGRATION_SCOPE,
-            )
-            .await
-            .map(|applied| {
-                tracing::info!(applied = ?applied.applied, "schema is current");
-            })
-        } else {
-            tasks_storage::migrate::pending(&settings, &tasks_storage::embedded::runner())
-                .await
-                .and_then(|pending| {
-                    if pending.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(tasks_storage::StorageError::Migration(format!(
-                            "pending: {}",
-                            pending.join(", ")
-                        )))
-                    }
-                })
-        };
-        match outcome {
-            Ok(()) => {
-                ready.store(true, Ordering::SeqCst);
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "database schema not ready");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    let strategy = if migrate {
+        Strategy::Apply
+    } else {
+        Strategy::AwaitOthers
+    };
+    let current = until_current(
+        &settings,
+        tasks_storage::embedded::runner,
+        MIGRATION_SCOPE,
+        strategy,
+        || health.is_shutting_down(),
+    )
+    .await;
+    ready.store(current, Ordering::SeqCst);
 }
 
 async fn purge_idempotency_keys(store: PgIdempotencyStore, health: Health) {

@@ -298,6 +298,31 @@ impl<T> Loaded<T> {
     pub fn origins(&self) -> &BTreeMap<String, Origin> {
         &self.origins
     }
+
+    /// A problem about `key` found after loading (a range or cross-field rule), naming
+    /// where the key's value came from so it reads like the loader's own problems.
+    #[must_use]
+    pub fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
+        let origin = self.origin(key);
+        Problem {
+            key: Some(key.to_owned()),
+            origin: (origin != Origin::Default).then_some(origin),
+            message: message.into(),
+        }
+    }
+
+    /// `Ok(self)` when `problems` is empty, otherwise all of them as one error: the way
+    /// a service adds its own rules after [`Loader::load`].
+    ///
+    /// # Errors
+    /// [`ConfigErrors`] holding `problems`.
+    pub fn checked(self, problems: Vec<Problem>) -> Result<Self, ConfigErrors> {
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigErrors { problems })
+        }
+    }
 }
 
 impl<T: Serialize> Loaded<T> {

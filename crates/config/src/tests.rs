@@ -264,3 +264,30 @@ fn unknown_enum_values_name_key_value_and_origin() {
         r#"database.mode: invalid value "sometimes" (from APP_DATABASE__MODE)"#
     );
 }
+
+#[test]
+fn service_rules_become_problems_naming_the_origin() {
+    let loaded = load(&[("APP_HTTP__PORT", "81")]).expect("loads");
+    let problems = vec![
+        loaded.problem("http.port", "must be at least 1024"),
+        loaded.problem("http.host", "must not be a wildcard"),
+    ];
+    let errors = loaded.checked(problems).expect_err("two problems");
+    let text = errors.to_string();
+    assert!(
+        text.contains("http.port: must be at least 1024 (from APP_HTTP__PORT)"),
+        "{text}"
+    );
+    // A default has no origin worth naming.
+    assert!(text.contains("http.host: must not be a wildcard"), "{text}");
+    assert!(!text.contains("wildcard (from"), "{text}");
+}
+
+#[test]
+fn no_service_problems_keeps_the_loaded_value() {
+    let loaded = load(&[])
+        .expect("loads")
+        .checked(Vec::new())
+        .expect("no problems");
+    assert_eq!(loaded.value.http.port, 8080);
+}

@@ -18,6 +18,39 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::Health;
 
+/// The drain's timing: a configuration section (`shutdown.drain_delay_secs`,
+/// `shutdown.timeout_secs`) a service can nest in its settings as is.
+///
+/// Kubernetes waits `terminationGracePeriodSeconds` for the whole drain, so keep
+/// `drain_delay_secs + timeout_secs` below it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ShutdownSettings {
+    /// After SIGTERM, readiness fails while traffic is still served for this long, so
+    /// endpoints stop routing here before the listener closes.
+    pub drain_delay_secs: u64,
+    /// Then in-flight requests get this long to finish (the servers'
+    /// `shutdown_timeout`).
+    pub timeout_secs: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            drain_delay_secs: 5,
+            timeout_secs: 20,
+        }
+    }
+}
+
+impl ShutdownSettings {
+    /// The drain delay to pass to [`drain_on_signal`].
+    #[must_use]
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay_secs)
+    }
+}
+
 /// Middleware (`App::wrap(from_fn(close_when_draining))`) asking clients to close their
 /// connections once shutdown has begun. Needs `web::Data<Health>` in the app.
 pub async fn close_when_draining(

@@ -10,7 +10,10 @@
 //!   reads (reopened when it closes);
 //! - [`migrate`]: refinery migrations under a PostgreSQL advisory lock held on the
 //!   migrating connection, so any number of replicas can migrate at once and each
-//!   migration is applied exactly once.
+//!   migration is applied exactly once; [`migrate::until_current`] retries them with
+//!   backoff while the database is still starting;
+//! - [`settings`]: the `database.*` configuration section for `tasks-config`, with its
+//!   validation and the mapping to [`pool::PoolSettings`].
 //!
 //! Failure behaviour: errors are [`Error`]s classified as [`Error::Unavailable`] (the
 //! database is down, restarting, overloaded or slow: retry later, answer 503) or not (a
@@ -46,6 +49,7 @@
 mod error;
 pub mod migrate;
 pub mod pool;
+pub mod settings;
 pub mod shared;
 pub mod tls;
 

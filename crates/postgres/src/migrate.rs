@@ -67,6 +67,57 @@ pub async fn run_locked(
     })
 }
 
+/// What [`until_current`] does about pending migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Apply them with [`run_locked`].
+    Apply,
+    /// Wait until another process (a Job, another release) has applied them.
+    AwaitOthers,
+}
+
+/// Brings the schema up to date according to `strategy`, retrying with capped
+/// exponential backoff (200 ms, doubling, at most 5 s) while the database is unreachable
+/// or migrations are pending, so a first install never crash-loops waiting for
+/// PostgreSQL. Each failed attempt is logged as a warning. Returns `true` once the schema
+/// is current, or `false` as soon as `stop()` says to give up (say, on shutdown).
+/// `runner` makes a fresh runner per attempt.
+pub async fn until_current(
+    settings: &PoolSettings,
+    runner: impl Fn() -> Runner,
+    scope: &str,
+    strategy: Strategy,
+    stop: impl Fn() -> bool,
+) -> bool {
+    let mut delay = Duration::from_millis(200);
+    while !stop() {
+        let outcome =
+            match strategy {
+                Strategy::Apply => run_locked(settings, runner(), scope).await.map(|done| {
+                    tracing::info!(applied = ?done.applied, "schema is current");
+                }),
+                Strategy::AwaitOthers => pending(settings, &runner()).await.and_then(|waiting| {
+                    match waiting.as_slice() {
+                        [] => Ok(()),
+                        _ => Err(Error::Migration(format!(
+                            "pending (applied by another process): {}",
+                            waiting.join(", ")
+                        ))),
+                    }
+                }),
+            };
+        match outcome {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database schema not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    false
+}
+
 /// Migrations of `runner` not yet applied to the database (assumes refinery's default
 /// history table name, `refinery_schema_history`).
 ///

@@ -3,8 +3,8 @@
 //! [`idempotency::PgIdempotencyStore`]).
 //!
 //! The generic plumbing — pool, shared pipelined client, TLS, advisory-locked migrations,
-//! readiness ping — lives in `tasks-postgres` and is re-exported here as [`pool`],
-//! [`shared`], [`tls`] and [`migrate`].
+//! readiness ping, the `database.*` settings section — lives in `tasks-postgres` and is
+//! re-exported here as [`pool`], [`shared`], [`tls`], [`migrate`] and [`settings`].
 //!
 //! Failure behaviour: every operation runs in an OpenTelemetry client span and records
 //! `db.client.operation.duration`; PostgreSQL failures become
@@ -29,7 +29,7 @@ pub mod idempotency;
 pub mod tasks;
 
 pub use error::StorageError;
-pub use tasks_postgres::{migrate, pool, shared, tls};
+pub use tasks_postgres::{migrate, pool, settings, shared, tls};
 
 /// The tasks service's migrations, embedded in the binary.
 pub mod embedded {

@@ -42,8 +42,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 pub use traces::{OtlpProtocol, OtlpSettings, Telemetry};
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Log line format (`json` or `pretty` in configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line (for log collectors).
     #[default]
@@ -52,13 +53,25 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// How to log.
-#[derive(Debug, Clone)]
+/// How to log: a configuration section (`log.level`, `log.format`) a service can nest in
+/// its settings as is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LogSettings {
-    /// Level or `tracing` filter directives (`info`, `warn,tasks_storage=debug`).
+    /// Level or `tracing` filter directives (`info`, `warn,tasks_storage=debug`);
+    /// `RUST_LOG` wins when set.
     pub level: String,
     /// Output format.
     pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
 }
 
 /// Telemetry set-up failures.

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let telemetry = match tasks_telemetry::init(&loaded.value.log_settings(), SERVICE_NAME) {
+    let telemetry = match tasks_telemetry::init(&loaded.value.log, SERVICE_NAME) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("{error}");

@@ -2,7 +2,6 @@
 //! from a reusable crate.
 
 use std::error::Error;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -11,6 +10,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tasks_config::Loaded;
 use tasks_health::{Health, Kind};
+use tasks_postgres::migrate::{Strategy, until_current};
 use tasks_postgres::pool::{PoolSettings, build_pool, ping};
 
 use crate::settings::Settings;
@@ -28,11 +28,7 @@ mod embedded {
 /// Invalid pool settings, a listener that cannot bind, or a server that fails.
 pub async fn serve(loaded: Loaded<Settings>) -> Result<(), Box<dyn Error>> {
     let settings = &loaded.value;
-    let password_file = loaded
-        .origin("database.password")
-        .secret_path()
-        .map(Path::to_path_buf);
-    let pool_settings = settings.pool_settings(password_file);
+    let pool_settings = settings.pool_settings(&loaded.origin("database.password"));
     let pool = build_pool(&pool_settings)?;
 
     let health = Health::new();
@@ -90,7 +86,7 @@ pub async fn serve(loaded: Loaded<Settings>) -> Result<(), Box<dyn Error>> {
 
     let drain = tokio::spawn(tasks_health::shutdown::drain_on_signal(
         health,
-        Duration::from_secs(settings.shutdown.drain_delay_secs),
+        settings.shutdown.drain_delay(),
         vec![api.handle(), admin.handle()],
     ));
     let (api_result, admin_result) = tokio::join!(api, admin);
@@ -102,23 +98,16 @@ pub async fn serve(loaded: Loaded<Settings>) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// Applies the migrations under the advisory lock, retrying with capped backoff while
-/// the database is late; readiness fails until this succeeds.
+/// Applies the migrations under the advisory lock, retrying while the database is late;
+/// readiness fails until this succeeds.
 async fn migrate(settings: PoolSettings, migrated: Arc<AtomicBool>, health: Health) {
-    let mut delay = Duration::from_millis(200);
-    while !health.is_shutting_down() {
-        let runner = embedded::migrations::runner();
-        match tasks_postgres::migrate::run_locked(&settings, runner, MIGRATION_SCOPE).await {
-            Ok(applied) => {
-                tracing::info!(applied = ?applied.applied, "schema is current");
-                migrated.store(true, Ordering::SeqCst);
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "migrations not applied");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    let current = until_current(
+        &settings,
+        embedded::migrations::runner,
+        MIGRATION_SCOPE,
+        Strategy::Apply,
+        || health.is_shutting_down(),
+    )
+    .await;
+    migrated.store(current, Ordering::SeqCst);
 }
