@@ -200,7 +200,7 @@ impl Loader {
                 }
             }
         }
-        builder = builder.add_source(sources::FileValues { entries: file_vars });
+        builder = builder.add_source(sources::TaggedValues { entries: file_vars });
 
         let merged = match builder.clone().build() {
             Ok(merged) => merged,

@@ -8,39 +8,14 @@ use config::{ConfigError, Map, Source, Value, ValueKind};
 
 use crate::error::{Origin, Problem};
 
-/// Environment variables under a prefix, each value tagged with its variable's name.
+/// Values each tagged with where it came from: `PREFIX_` environment variables, the
+/// secrets directory, or `PREFIX_<KEY>_FILE` indirections.
 #[derive(Debug, Clone)]
-pub(crate) struct PrefixedEnv {
-    pub(crate) entries: Vec<(String, String, String)>,
-}
-
-impl Source for PrefixedEnv {
-    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn collect(&self) -> Result<Map<String, Value>, ConfigError> {
-        Ok(self
-            .entries
-            .iter()
-            .map(|(key, var, value)| {
-                let origin = Origin::Env(var.clone()).encode();
-                (
-                    key.clone(),
-                    Value::new(Some(&origin), ValueKind::String(value.clone())),
-                )
-            })
-            .collect())
-    }
-}
-
-/// Values read from files: the secrets directory, or `PREFIX_<KEY>_FILE` indirections.
-#[derive(Debug, Clone)]
-pub(crate) struct FileValues {
+pub(crate) struct TaggedValues {
     pub(crate) entries: Vec<(String, Origin, String)>,
 }
 
-impl Source for FileValues {
+impl Source for TaggedValues {
     fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
         Box::new(self.clone())
     }
@@ -79,17 +54,17 @@ impl SecretsDir {
     }
 
     /// Reads every secret file, collecting every problem instead of stopping at the first.
-    pub(crate) fn read(&self) -> (FileValues, Vec<Problem>) {
+    pub(crate) fn read(&self) -> (TaggedValues, Vec<Problem>) {
         let mut entries = Vec::new();
         let mut problems = Vec::new();
         let listing = match std::fs::read_dir(&self.dir) {
             Ok(listing) => listing,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return (FileValues { entries }, problems);
+                return (TaggedValues { entries }, problems);
             }
             Err(e) => {
                 problems.push(Problem::io(&self.dir, &e));
-                return (FileValues { entries }, problems);
+                return (TaggedValues { entries }, problems);
             }
         };
         for entry in listing {
@@ -111,7 +86,7 @@ impl SecretsDir {
             }
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        (FileValues { entries }, problems)
+        (TaggedValues { entries }, problems)
     }
 }
 
@@ -150,7 +125,7 @@ pub(crate) fn split_env(
     vars: impl IntoIterator<Item = (String, String)>,
     known: &BTreeSet<String>,
     reserved: &[String],
-) -> (PrefixedEnv, Vec<(String, String, PathBuf)>) {
+) -> (TaggedValues, Vec<(String, String, PathBuf)>) {
     let head = format!("{prefix}_");
     let mut plain = Vec::new();
     let mut indirect = Vec::new();
@@ -172,7 +147,11 @@ pub(crate) fn split_env(
     }
     plain.sort();
     indirect.sort();
-    (PrefixedEnv { entries: plain }, indirect)
+    let entries = plain
+        .into_iter()
+        .map(|(key, var, value)| (key, Origin::Env(var), value))
+        .collect();
+    (TaggedValues { entries }, indirect)
 }
 
 /// `HTTP__MAX_BODY_BYTES` → `http.max_body_bytes`.
