@@ -7,7 +7,7 @@ export PATH := justfile_directory() + "/.tools/bin:" + env_var("HOME") + "/.carg
 
 version := `sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1`
 image_repository := env_var_or_default("IMAGE_REPOSITORY", "tasks-server")
-local_pg_port := env_var_or_default("TASKS_LOCAL_PG_PORT", "55432")
+local_pg_port := env_var_or_default("LOCAL_PG_PORT", "55432")
 
 # Show this menu.
 default:

@@ -39,6 +39,15 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout_secs: u64,
     },
+    /// Create a task through the API at BASE_URL, read it back, delete it, and exit 0
+    /// when every step answers as the API promises (the Helm test's end-to-end check).
+    RoundTrip {
+        /// `http://host:port` of the API listener.
+        base_url: String,
+        /// Give up on each request after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Print the OpenAPI document and exit.
     Openapi,
 }
@@ -62,6 +71,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::RoundTrip {
+            base_url,
+            timeout_secs,
+        } => match probe::round_trip(&base_url, Duration::from_secs(timeout_secs)) {
+            Ok(id) => {
+                println!("{base_url}: task {id} created, read back and deleted");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("round trip failed: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Openapi => {
             println!("{}", api::openapi::document());
             ExitCode::SUCCESS

@@ -1467,3 +1467,50 @@ async fn database_outage_answers_503_quickly() {
         .expect("/livez");
     assert_eq!(live.status(), StatusCode::OK);
 }
+
+/// Runs `tasks-server round-trip BASE_URL` (the Helm test's command) to completion.
+async fn round_trip_command(base_url: String) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(support::BIN)
+            .args(["round-trip", &base_url, "--timeout-secs", "5"])
+            .output()
+            .expect("run tasks-server round-trip")
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn round_trip_command_creates_reads_back_and_deletes_a_task() {
+    let server = Server::start(&[]).await;
+    let before = task_count(&server).await;
+    let out = round_trip_command(server.api.clone()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("created, read back and deleted"),
+        "{stdout}"
+    );
+    assert_eq!(
+        task_count(&server).await,
+        before,
+        "the round trip leaves nothing behind"
+    );
+}
+
+#[tokio::test]
+async fn round_trip_command_fails_naming_the_step_that_went_wrong() {
+    let server = Server::start(&[]).await;
+    // The admin listener has no task routes: the first step answers 404.
+    let out = round_trip_command(server.admin.clone()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("POST /v1/tasks answered 404, not 201"),
+        "{stderr}"
+    );
+}

@@ -1308,3 +1308,114 @@ fn service_monitor_scrapes_a_route_the_binary_serves() {
         "the chart's ServiceMonitor scrapes{missing} on the admin port, which the binary does not serve (404)"
     );
 }
+
+#[test]
+fn every_pod_opts_out_of_service_link_variables() {
+    // Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_…` for every Service in
+    // the namespace; a Service named `tasks` would put them in the TASKS_ namespace the
+    // configuration owns.
+    let mut problems = Vec::new();
+    for render in renders() {
+        let label = &render.label;
+        let mut pods: Vec<(String, &Value)> = Vec::new();
+        for kind in ["Deployment", "StatefulSet"] {
+            for workload in render.all(kind) {
+                let name = str_at(workload, "/metadata/name").unwrap_or_default();
+                if let Some(spec) = workload.pointer("/spec/template/spec") {
+                    pods.push((format!("{kind} {name}"), spec));
+                }
+            }
+        }
+        for pod in render.all("Pod") {
+            let name = str_at(pod, "/metadata/name").unwrap_or_default();
+            pods.push((
+                format!("Pod {name}"),
+                pod.get("spec").unwrap_or(&Value::Null),
+            ));
+        }
+        for (owner, spec) in pods {
+            if spec.get("enableServiceLinks").and_then(Value::as_bool) != Some(false) {
+                problems.push(format!("{label}: {owner}: enableServiceLinks is not false"));
+            }
+        }
+    }
+    assert_no_problems("service links", &problems);
+}
+
+#[test]
+fn helm_test_runs_binary_subcommands_against_the_services_ports() {
+    let mut problems = Vec::new();
+    let mut tests_seen = 0;
+    for render in renders() {
+        let label = &render.label;
+        let http_port = effective_config(render).u64("http.port");
+        let admin_port = effective_config(render).u64("admin.port");
+        for pod in render.all("Pod") {
+            tests_seen += 1;
+            let spec = pod.get("spec").unwrap_or(&Value::Null);
+            let mut commands = Vec::new();
+            for container in arr(spec, "/initContainers")
+                .iter()
+                .chain(arr(spec, "/containers"))
+            {
+                let args: Vec<&str> = arr(container, "/args")
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let name = str_at(container, "/name").unwrap_or_default();
+                let at = format!("{label}: test container {name}");
+                let [subcommand, url, ..] = args.as_slice() else {
+                    problems.push(format!("{at}: args {args:?} are not `SUBCOMMAND URL`"));
+                    continue;
+                };
+                commands.push(*subcommand);
+                let help = Command::new(BIN)
+                    .args([subcommand, "--help"])
+                    .output()
+                    .expect("run tasks-server --help");
+                if !help.status.success() {
+                    problems.push(format!("{at}: the binary has no subcommand {subcommand}"));
+                }
+                // http://SERVICE:PORT[/path] must reach a rendered Service port whose target
+                // is the listener the subcommand needs.
+                let Some((service, port, path)) = url.strip_prefix("http://").and_then(|rest| {
+                    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                    let (host, port) = authority.split_once(':')?;
+                    Some((host, port.parse::<u64>().ok()?, format!("/{path}")))
+                }) else {
+                    problems.push(format!("{at}: {url} is not http://SERVICE:PORT[/path]"));
+                    continue;
+                };
+                let Some(svc) = render.named("Service", service) else {
+                    problems.push(format!("{at}: {url} names no rendered Service"));
+                    continue;
+                };
+                let target = arr(svc, "/spec/ports")
+                    .iter()
+                    .find(|p| p.get("port").and_then(port_number) == Some(port))
+                    .and_then(|p| p.get("targetPort"))
+                    .and_then(|t| render.container_port(t));
+                let want = if *subcommand == "round-trip" {
+                    http_port
+                } else {
+                    admin_port
+                };
+                if target != Some(want) {
+                    problems.push(format!(
+                        "{at}: {url} reaches container port {target:?}, the listener it needs is {want}"
+                    ));
+                }
+                if *subcommand == "probe" && path != READYZ {
+                    problems.push(format!("{at}: probes {path}, not {READYZ}"));
+                }
+            }
+            if !commands.contains(&"round-trip") {
+                problems.push(format!(
+                    "{label}: the Helm test makes no task round trip (commands {commands:?})"
+                ));
+            }
+        }
+    }
+    assert_no_problems("helm test", &problems);
+    assert!(tests_seen > 0, "no values file renders the Helm test pod");
+}

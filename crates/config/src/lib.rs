@@ -15,7 +15,10 @@
 //! Failure behaviour: loading never stops at the first problem. Unknown keys (a
 //! misspelt `TASKS_DATABSE__HOST`), values of the wrong type, unreadable files and
 //! unparsable config files are all collected into one [`ConfigErrors`], each naming the
-//! dotted key and where the value came from. Values from secret files are never quoted,
+//! dotted key and where the value came from. The one exception: variables shaped like
+//! the ones Kubernetes injects for each Service in the namespace (`TASKS_SERVICE_HOST`,
+//! `TASKS_PORT_8080_TCP_ADDR`, … for a Service named `tasks`) that map to no key are
+//! ignored, so naming a Service after the prefix cannot stop the service from starting. Values from secret files are never quoted,
 //! and [`Secret`] values print as `[REDACTED]` everywhere.
 //!
 //! ```

@@ -143,7 +143,11 @@ pub(crate) fn split_env(
                 continue;
             }
         }
-        plain.push((env_key(rest), var, value));
+        let key = env_key(rest);
+        if !known.contains(&key) && is_service_link(rest, &value) {
+            continue;
+        }
+        plain.push((key, var, value));
     }
     plain.sort();
     indirect.sort();
@@ -152,6 +156,41 @@ pub(crate) fn split_env(
         .map(|(key, var, value)| (key, Origin::Env(var), value))
         .collect();
     (TaggedValues { entries }, indirect)
+}
+
+/// Whether `PREFIX_<rest>=value` has the shape of the variables Kubernetes injects for
+/// every Service in the namespace (`<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT[_<NAME>]`,
+/// `<SERVICE>_PORT=tcp://…`, `<SERVICE>_PORT_<N>_<PROTO>[_ADDR|_PORT|_PROTO]`): a Service
+/// named like the prefix must not make the service refuse to start. The shapes are
+/// specific enough that a misspelt key does not match them.
+pub(crate) fn is_service_link(rest: &str, value: &str) -> bool {
+    let name = format!("_{rest}");
+    if name.ends_with("_SERVICE_HOST")
+        || name.ends_with("_SERVICE_PORT")
+        || name.contains("_SERVICE_PORT_")
+    {
+        return true;
+    }
+    if name.ends_with("_PORT")
+        && ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|scheme| value.starts_with(scheme))
+    {
+        return true;
+    }
+    // `_PORT_8080_TCP`, optionally followed by `_ADDR`, `_PORT` or `_PROTO`.
+    let Some(at) = name.rfind("_PORT_") else {
+        return false;
+    };
+    let mut parts = name[at + "_PORT_".len()..].split('_');
+    let number = parts.next().unwrap_or("");
+    let protocol = parts.next().unwrap_or("");
+    let field = parts.next();
+    !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && matches!(protocol, "TCP" | "UDP" | "SCTP")
+        && matches!(field, None | Some("ADDR" | "PORT" | "PROTO"))
+        && parts.next().is_none()
 }
 
 /// `HTTP__MAX_BODY_BYTES` → `http.max_body_bytes`.

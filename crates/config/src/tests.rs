@@ -291,3 +291,39 @@ fn no_service_problems_keeps_the_loaded_value() {
         .expect("no problems");
     assert_eq!(loaded.value.http.port, 8080);
 }
+
+#[test]
+fn kubernetes_service_link_variables_are_not_configuration() {
+    // What Kubernetes injects for Services named `app` and `app-db` in the namespace.
+    let loaded = load(&[
+        ("APP_SERVICE_HOST", "10.0.0.1"),
+        ("APP_SERVICE_PORT", "8080"),
+        ("APP_SERVICE_PORT_HTTP", "8080"),
+        ("APP_PORT", "tcp://10.0.0.1:8080"),
+        ("APP_PORT_8080_TCP", "tcp://10.0.0.1:8080"),
+        ("APP_PORT_8080_TCP_PROTO", "tcp"),
+        ("APP_PORT_8080_TCP_PORT", "8080"),
+        ("APP_PORT_8080_TCP_ADDR", "10.0.0.1"),
+        ("APP_DB_SERVICE_HOST", "10.0.0.2"),
+        ("APP_DB_PORT_5432_TCP_ADDR", "10.0.0.2"),
+        ("APP_HTTP__PORT", "9000"),
+    ])
+    .expect("service links are ignored");
+    assert_eq!(loaded.value.http.port, 9000);
+}
+
+#[test]
+fn misspelt_keys_that_resemble_service_links_are_still_errors() {
+    for var in [
+        "APP_HTTP_PORT",
+        "APP_DATABASE_PORT",
+        "APP_PORT_HTTP",
+        "APP_HTTP__PORTS",
+    ] {
+        let errors = load(&[(var, "8080")]).expect_err(var);
+        assert!(
+            errors.to_string().contains(&format!("(from {var})")),
+            "{var}: {errors}"
+        );
+    }
+}

@@ -258,9 +258,18 @@ depends on it, so `helm template` fails early with a message naming the value.
 {{- if not (or $auth.existingSecret $auth.password) -}}
 {{- fail (printf "no database password: set %s.existingSecret (a Secret holding key %s.passwordKey) or %s.password; the chart never generates credentials" $prefix $prefix $prefix) -}}
 {{- end -}}
-{{- if and .Values.pdb.enabled (regexMatch "^[0-9]+$" (toString .Values.pdb.minAvailable)) -}}
-{{- if ge (int (include "tasks.int" .Values.pdb.minAvailable)) (int (include "tasks.minReplicas" .)) -}}
-{{- fail (printf "pdb.minAvailable (%v) must be lower than the replica count (%s), or the budget blocks every eviction (node drains hang)" .Values.pdb.minAvailable (include "tasks.minReplicas" .)) -}}
+{{- if and .Values.pdb.enabled (ne (toString .Values.pdb.minAvailable) "") -}}
+{{- $replicas := int (include "tasks.minReplicas" .) -}}
+{{- $min := toString .Values.pdb.minAvailable -}}
+{{- $pods := 0 -}}
+{{- if hasSuffix "%" $min -}}
+{{- /* Kubernetes rounds a percentage of pods up: ceil(p * replicas / 100). */ -}}
+{{- $pods = div (add (mul (int (trimSuffix "%" $min)) $replicas) 99) 100 -}}
+{{- else -}}
+{{- $pods = int (include "tasks.int" .Values.pdb.minAvailable) -}}
+{{- end -}}
+{{- if ge (int $pods) $replicas -}}
+{{- fail (printf "pdb.minAvailable (%v, %d pod(s)) must be lower than the replica count (%d), or the budget blocks every eviction (node drains hang)" .Values.pdb.minAvailable (int $pods) $replicas) -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int (include "tasks.int" .Values.autoscaling.minReplicas)) (int (include "tasks.int" .Values.autoscaling.maxReplicas))) -}}
@@ -288,6 +297,9 @@ identity, hardened security context, pull secrets and scheduling basics.
 --------------------------------------------------------------------------- */}}
 {{- define "tasks.podSpecCommon" -}}
 automountServiceAccountToken: false
+# No Docker-link variables: a Service named "tasks" would inject TASKS_SERVICE_HOST,
+# TASKS_PORT_8080_TCP… into the TASKS_ namespace the configuration owns.
+enableServiceLinks: false
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
