@@ -11,6 +11,10 @@ DEPLOY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART="deploy/helm/tasks"
 VALUES_DIR="deploy/helm/values"
 RELEASE="${RELEASE:-tasks}"
+# The chart's name for the release's app objects (its "tasks.fullname" helper without
+# overrides): the release name when it contains "tasks", otherwise "<release>-tasks".
+if [[ "$RELEASE" == *tasks* ]]; then APP_FULLNAME="${RELEASE:0:52}"; else APP_FULLNAME="${RELEASE}-tasks"; APP_FULLNAME="${APP_FULLNAME:0:52}"; fi
+APP_FULLNAME="${APP_FULLNAME%-}"
 
 say() { printf '%s: %s\n' "${DEPLOY_NAME:-deploy}" "$*" >&2; }
 die() { printf '%s: error: %s\n' "${DEPLOY_NAME:-deploy}" "$*" >&2; exit 1; }

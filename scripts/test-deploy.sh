@@ -178,6 +178,8 @@ recipe logs LOGS_FOLLOW=0 KUBE_CONTEXT=staging-ctx NAMESPACE=tasks-staging
 expect_line "logs: another release by explicit context and namespace" "+ kubectl --context staging-ctx --namespace tasks-staging logs --selector app.kubernetes.io/instance=tasks\\,app.kubernetes.io/component=backend --all-containers --prefix --timestamps --tail=200 --max-log-requests=20"
 recipe port-forward
 expect_line "port-forward: API and admin of the Service" "+ kubectl --context minikube --namespace tasks-local port-forward service/tasks 8080:http 9090:admin"
+recipe port-forward RELEASE=demo
+expect_line "port-forward: another release's Service as the chart names it" "+ kubectl --context minikube --namespace tasks-local port-forward service/demo-tasks 8080:http 9090:admin"
 recipe status
 expect_line "status: helm status" "+ helm status tasks --kube-context minikube --namespace tasks-local"
 expect_line "status: workloads, pods, PVCs" "+ kubectl --context minikube --namespace tasks-local get deployments\\,statefulsets\\,pods\\,services\\,pvc --selector app.kubernetes.io/instance=tasks -o wide"

@@ -199,6 +199,9 @@ async fn prepare_schema(
     ready.store(current, Ordering::SeqCst);
 }
 
+/// Expired idempotency keys removed per statement by the background sweep.
+const PURGE_BATCH: i64 = 1_000;
+
 async fn purge_idempotency_keys(store: PgIdempotencyStore, health: Health) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
     loop {
@@ -206,10 +209,25 @@ async fn purge_idempotency_keys(store: PgIdempotencyStore, health: Health) {
         if health.is_shutting_down() {
             return;
         }
-        match store.purge_expired(1_000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "expired idempotency keys removed"),
-            Err(error) => tracing::debug!(%error, "idempotency key sweep skipped"),
+        // Small batches keep each DELETE short; repeat until a batch comes back short,
+        // so keys can never expire faster than they are removed.
+        let mut purged = 0;
+        loop {
+            match store.purge_expired(PURGE_BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < PURGE_BATCH.unsigned_abs() || health.is_shutting_down() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "idempotency key sweep skipped");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "expired idempotency keys removed");
         }
     }
 }

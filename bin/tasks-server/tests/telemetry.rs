@@ -134,6 +134,16 @@ async fn server_and_database_spans_reach_the_collector_with_the_callers_trace_id
         matches!(attribute(&server_span, "http.request.method"), Some(AnyValue::StringValue(m)) if m == "POST")
     );
     assert!(
+        matches!(attribute(&server_span, "network.protocol.version"), Some(AnyValue::StringValue(v)) if v == "1.1"),
+        "{:?}",
+        server_span.attributes
+    );
+    assert!(
+        attribute(&server_span, "error.type").is_none(),
+        "a 201 is no error: {:?}",
+        server_span.attributes
+    );
+    assert!(
         matches!(attribute(&db_span, "db.system.name"), Some(AnyValue::StringValue(s)) if s == "postgresql")
     );
     assert!(

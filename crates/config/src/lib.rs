@@ -407,6 +407,23 @@ fn single(key: Option<&str>, error: &ConfigError) -> ConfigErrors {
 
 /// Turns the `config` crate's error into a [`Problem`] that names the key and origin and
 /// quotes the offending value only when it did not come from a secret file.
+/// A parser's message without the excerpt of the file some parsers add (TOML quotes the
+/// offending line, which may hold a password): the lines that point into the source
+/// (`3 | password = "…`, `  |     ^`) are dropped, the position and the reason kept.
+fn parse_cause(cause: &(dyn std::error::Error + Send + Sync)) -> String {
+    let text = cause.to_string();
+    let kept: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .filter(|line| {
+            let before_bar = line.split('|').next().unwrap_or("");
+            !(line.contains('|') && before_bar.trim().chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect();
+    kept.join(": ")
+}
+
 fn problem_from(error: &ConfigError) -> Problem {
     match error {
         ConfigError::Type {
@@ -445,7 +462,7 @@ fn problem_from(error: &ConfigError) -> Problem {
         ConfigError::FileParse { uri, cause } => Problem {
             key: None,
             origin: uri.as_ref().map(|u| Origin::File(u.into())),
-            message: format!("cannot parse configuration file: {cause}"),
+            message: format!("cannot parse configuration file: {}", parse_cause(&**cause)),
         },
         ConfigError::NotFound(key) => Problem {
             key: Some(key.clone()),

@@ -218,6 +218,23 @@ fn malformed_config_file_is_reported() {
 }
 
 #[test]
+fn a_malformed_config_file_never_echoes_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.toml");
+    // An unterminated string on the password line: TOML's error quotes that line.
+    fs::write(
+        &file,
+        "[database]\nhost = \"db\"\npassword = \"hunter2-very-secret\n",
+    )
+    .unwrap();
+    let err = load(&[("APP_CONFIG_FILE", file.to_str().unwrap())]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("cannot parse configuration file"), "{text}");
+    assert!(text.contains("line 3"), "the position is kept: {text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
 fn secrets_from_files_are_never_quoted_in_errors() {
     #[derive(Debug, Default, Serialize, Deserialize)]
     #[serde(default)]

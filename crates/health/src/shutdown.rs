@@ -4,7 +4,8 @@
 //! the drain delay while endpoints stop routing here, then stops the servers gracefully:
 //! they stop accepting and give in-flight requests their shutdown timeout. While draining,
 //! [`close_when_draining`] marks every response `Connection: close`, so keep-alive
-//! connections cannot hold the drain open. A second signal skips the rest of the delay.
+//! connections cannot hold the drain open. A second signal means hurry: it skips the rest of the
+//! delay and stops the servers without waiting for in-flight requests.
 //! A shell-less image cannot run a `preStop: sleep`, so the process owns the drain.
 
 use std::time::Duration;

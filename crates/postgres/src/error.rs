@@ -25,6 +25,10 @@ fn is_transient(code: &str) -> bool {
         || code == "57014" // statement timeout / cancelled
         || code == "40001" // serialization failure
         || code == "40P01" // deadlock
+        // Login refused or the database missing: a rotated password not yet everywhere,
+        // or a database still being created. Not the client's fault; retry later.
+        || code.starts_with("28") // invalid authorization
+        || code == "3D000" // invalid catalog name
 }
 
 impl Error {

@@ -129,8 +129,15 @@ impl PoolSettings {
             .user(&self.user)
             .application_name(&self.application_name)
             .connect_timeout(self.connect_timeout)
+            // A database that vanishes without closing its sockets (node failure, network
+            // partition) must not hold requests for the ~15 minutes of TCP retransmission:
+            // unacknowledged writes give up after the connect timeout, and idle
+            // connections are probed so recycling finds them dead.
+            .tcp_user_timeout(self.connect_timeout.max(Duration::from_secs(1)))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
             .ssl_mode(match self.sslmode {
                 SslMode::Disable => PgSslMode::Disable,
                 SslMode::Prefer => PgSslMode::Prefer,
@@ -163,9 +170,19 @@ impl PoolSettings {
     /// [`Error::Unavailable`] when the server cannot be reached.
     pub async fn connect(&self, statement_timeout: Duration) -> Result<Client, Error> {
         let connector = self.connector()?;
-        let (client, _task) = connector
-            .open(&self.pg_config(statement_timeout))
+        // The driver's connect timeout covers reaching the socket; a server that accepts
+        // and then never answers the start-up and login exchange is bounded here. (Pooled
+        // connections are bounded by the pool's create timeout.)
+        let config = self.pg_config(statement_timeout);
+        let opening = connector.open(&config);
+        let (client, _task) = tokio::time::timeout(self.connect_timeout, opening)
             .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "no answer to the connection start-up within {} ms",
+                    self.connect_timeout.as_millis()
+                ))
+            })?
             .map_err(Error::from_pg)?;
         Ok(client)
     }

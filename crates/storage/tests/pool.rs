@@ -48,7 +48,9 @@ async fn password_file_is_reread_for_new_connections() {
     };
     settings.max_size = 1;
     let pool = build_pool(&settings).unwrap();
-    assert!(ping(&pool).await.is_err(), "the wrong password is rejected");
+    let refused = ping(&pool).await.unwrap_err();
+    // A refused login (a rotation not yet everywhere) is "try again later", a 503.
+    assert!(refused.is_unavailable(), "{refused}");
     // Rotate the Secret: the next connection uses the new content, no restart.
     std::fs::write(&file, format!("{}\n", db.password)).unwrap();
     ping(&pool).await.unwrap();
@@ -132,4 +134,53 @@ async fn shared_client_pipelines_reads_and_reconnects_after_a_restart() {
             Err(e) => panic!("shared client did not recover: {e}"),
         }
     }
+}
+
+/// A TCP listener that accepts connections and never says a word: a database host whose
+/// PostgreSQL hangs, or a proxy in front of nothing.
+fn silent_server() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_but_never_answers_is_unavailable_within_the_connect_timeout() {
+    // The kernel completes the handshakes for the listener's backlog; nothing reads.
+    let (_listener, port) = silent_server();
+    let settings = tasks_storage::pool::PoolSettings {
+        host: "127.0.0.1".into(),
+        port,
+        sslmode: tasks_storage::tls::SslMode::Disable,
+        connect_timeout: Duration::from_millis(500),
+        wait_timeout: Duration::from_millis(500),
+        ..tasks_storage::pool::PoolSettings::default()
+    };
+
+    let started = Instant::now();
+    let direct = settings.connect(Duration::ZERO).await.unwrap_err();
+    assert!(direct.is_unavailable(), "{direct}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let pool = build_pool(&settings).unwrap();
+    let started = Instant::now();
+    let pooled = ping(&pool).await.unwrap_err();
+    assert!(pooled.is_unavailable(), "{pooled}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_database_is_unavailable_not_a_server_error() {
+    let (db, mut settings, _pool) = common::migrated().await;
+    settings.name = format!("{}_not_created_yet", db.name);
+    let error = settings.connect(Duration::ZERO).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
 }

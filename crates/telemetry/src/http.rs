@@ -119,7 +119,8 @@ pub async fn observe(
         http.response.status_code = Empty,
         url.path = req.path(),
         url.scheme = "http",
-        network.protocol.version = ?req.version(),
+        network.protocol.version = protocol_version(req.version()),
+        "error.type" = Empty,
         request_id = %id,
     );
     let parent =
@@ -146,6 +147,8 @@ pub async fn observe(
     span.record("http.response.status_code", i64::from(code));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
+        // HTTP semantic conventions: without a more specific error, the status code.
+        span.record("error.type", status.as_str());
     }
     global()
         .http_duration
@@ -169,6 +172,18 @@ pub async fn observe(
         res.headers_mut().insert(REQUEST_ID.clone(), value);
     }
     Ok(res)
+}
+
+/// `network.protocol.version` as the HTTP semantic conventions spell it (`1.1`, `2`).
+fn protocol_version(version: actix_web::http::Version) -> &'static str {
+    use actix_web::http::Version;
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }
 
 #[cfg(test)]
