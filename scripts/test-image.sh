@@ -341,6 +341,10 @@ check "docker exec ... tasks-server probe ${ADMIN}/readyz exits 0 (${rc})" is "$
 timeout 30 docker exec "${CONTAINER}" /tasks-server probe "${ADMIN}/no-such-path" >/dev/null 2>&1
 rc=$?
 check "tasks-server probe of a 404 exits non-zero (${rc})" test "${rc}" != 0
+# ... and runs the Helm test's round trip (create, read back, delete) from inside.
+timeout 60 docker exec "${CONTAINER}" /tasks-server round-trip "${API}" >"${WORK_DIR}/round-trip.out" 2>&1
+rc=$?
+check "docker exec ... tasks-server round-trip ${API} exits 0 (${rc}): $(head -c 200 "${WORK_DIR}/round-trip.out")" is "${rc}" 0
 
 # Effective identity and privileges of the container's main process.
 pid="$(timeout 30 docker inspect -f '{{.State.Pid}}' "${CONTAINER}" 2>/dev/null || echo 0)"

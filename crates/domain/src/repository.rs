@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{ListQuery, RepositoryError, Task, TaskPatch};
+use crate::{ListQuery, RepositoryError, StoredResponse, Task, TaskPatch};
 
 /// What an update did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,18 @@ pub enum DeleteOutcome {
 pub trait TaskRepository: Send + Sync {
     /// Stores a new task.
     async fn insert(&self, task: &Task) -> Result<(), RepositoryError>;
+
+    /// Stores a new task and, atomically with it, records `response` as the answer to the
+    /// claimed, still unanswered idempotency `key` ([`crate::IdempotencyStore::claim`]):
+    /// both happen or neither, so a retry either replays this response or finds no task
+    /// created. Returns `false`, storing nothing, when the key has no unanswered claim
+    /// any more (another request with the same key was answered first).
+    async fn insert_answering(
+        &self,
+        task: &Task,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<bool, RepositoryError>;
 
     /// The task with this id.
     async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError>;

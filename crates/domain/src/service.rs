@@ -5,8 +5,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    Cursor, DeleteOutcome, DomainError, FieldError, NewTask, Status, Task, TaskPatch,
-    TaskRepository, UpdateOutcome,
+    Cursor, DeleteOutcome, DomainError, FieldError, NewTask, Status, StoredResponse, Task,
+    TaskPatch, TaskRepository, UpdateOutcome,
 };
 
 /// Default page size.
@@ -120,6 +120,30 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
             .into_task(Utc::now());
         self.repository.insert(&task).await?;
         Ok(task)
+    }
+
+    /// Validates and stores a new task for a request holding the claimed idempotency
+    /// `key`, recording the response `render` makes of it in the same transaction
+    /// ([`TaskRepository::insert_answering`]). `None` when the key was answered by another
+    /// request in the meantime; nothing is stored then.
+    ///
+    /// # Errors
+    /// [`DomainError::Validation`] or a repository failure (nothing is stored).
+    pub async fn create_answering(
+        &self,
+        body: &serde_json::Value,
+        key: &str,
+        render: impl FnOnce(&Task) -> StoredResponse + Send,
+    ) -> Result<Option<Task>, DomainError> {
+        let task = NewTask::from_json(body)
+            .map_err(DomainError::Validation)?
+            .into_task(Utc::now());
+        let response = render(&task);
+        let stored = self
+            .repository
+            .insert_answering(&task, key, &response)
+            .await?;
+        Ok(stored.then_some(task))
     }
 
     /// The task with this id.

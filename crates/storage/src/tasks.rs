@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tasks_domain::{
-    DeleteOutcome, ListQuery, RepositoryError, Status, Task, TaskPatch, TaskRepository,
-    UpdateOutcome,
+    DeleteOutcome, ListQuery, RepositoryError, Status, StoredResponse, Task, TaskPatch,
+    TaskRepository, UpdateOutcome,
 };
 use tasks_postgres::shared::SharedClient;
 use tokio_postgres::Row;
@@ -48,6 +48,29 @@ const LIST_BY_STATUS_AFTER: &str = concat!(
     columns!(),
     " FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
 );
+
+const INSERT: &str = concat!(
+    "INSERT INTO tasks (",
+    columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+);
+/// Records the answer of a claimed idempotency key, only while it is unanswered.
+const ANSWER_KEY: &str = "UPDATE idempotency_keys SET status_code = $2, headers = $3, body = $4, \
+     completed_at = now() WHERE key = $1 AND status_code IS NULL";
+
+/// The parameters of [`INSERT`], in column order (`status` is `task.status.as_str()`).
+fn insert_params<'a>(task: &'a Task, status: &'a &'static str) -> [&'a (dyn ToSql + Sync); 8] {
+    [
+        &task.id,
+        &task.title,
+        &task.description,
+        status,
+        &task.due_at,
+        &task.created_at,
+        &task.updated_at,
+        &task.version,
+    ]
+}
 
 /// [`TaskRepository`] on PostgreSQL. Statements are prepared once per connection;
 /// updates and deletes check the version in the same statement. Reads (get, list) go
@@ -147,31 +170,45 @@ impl TaskRepository for PgTaskRepository {
     async fn insert(&self, task: &Task) -> Result<(), RepositoryError> {
         observed("INSERT tasks", "INSERT", async move {
             let client = self.client().await?;
-            let stmt = client
-                .prepare_cached(concat!(
-                    "INSERT INTO tasks (",
-                    columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ))
-                .await
-                .map_err(pg)?;
+            let stmt = client.prepare_cached(INSERT).await.map_err(pg)?;
             client
-                .execute(
-                    &stmt,
-                    &[
-                        &task.id,
-                        &task.title,
-                        &task.description,
-                        &task.status.as_str(),
-                        &task.due_at,
-                        &task.created_at,
-                        &task.updated_at,
-                        &task.version,
-                    ],
-                )
+                .execute(&stmt, &insert_params(task, &task.status.as_str()))
                 .await
                 .map_err(pg)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn insert_answering(
+        &self,
+        task: &Task,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<bool, RepositoryError> {
+        observed("INSERT tasks", "INSERT", async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg)?;
+            // Answer the key first: the row lock makes a concurrent request with the same
+            // key wait here, and then find the key answered (0 rows) and store nothing.
+            let answer = tx.prepare_cached(ANSWER_KEY).await.map_err(pg)?;
+            let status = i16::try_from(response.status).unwrap_or(500);
+            let headers =
+                serde_json::to_value(&response.headers).unwrap_or(serde_json::Value::Null);
+            let answered = tx
+                .execute(&answer, &[&key, &status, &headers, &response.body])
+                .await
+                .map_err(pg)?;
+            if answered != 1 {
+                tx.rollback().await.map_err(pg)?;
+                return Ok(false);
+            }
+            let insert = tx.prepare_cached(INSERT).await.map_err(pg)?;
+            tx.execute(&insert, &insert_params(task, &task.status.as_str()))
+                .await
+                .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(true)
         })
         .await
     }

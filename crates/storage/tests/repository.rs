@@ -263,3 +263,109 @@ async fn expired_keys_are_reclaimable_and_purged_in_bounded_batches() {
         .get(0);
     assert_eq!(left, 1);
 }
+
+async fn count_tasks(pool: &deadpool_postgres::Pool) -> i64 {
+    let client = pool.get().await.unwrap();
+    client
+        .query_one("SELECT count(*) FROM tasks", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn answer_for(task: &tasks_domain::Task) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        headers: vec![("location".into(), format!("/v1/tasks/{}", task.id))],
+        body: serde_json::to_vec(task).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_task_and_the_answer_to_its_key_are_stored_together_or_not_at_all() {
+    let (_db, _s, pool) = common::migrated().await;
+    let store = PgIdempotencyStore::new(pool.clone());
+    let repo = PgTaskRepository::new(pool.clone());
+
+    // Claimed and unanswered: the task and the answer are stored, and a retry replays it.
+    assert_eq!(store.claim("k", b"fp").await.unwrap(), Claim::Claimed);
+    let task = new_task("once");
+    assert!(
+        repo.insert_answering(&task, "k", &answer_for(&task))
+            .await
+            .unwrap()
+    );
+    assert_eq!(repo.get(task.id).await.unwrap().unwrap().title, "once");
+    assert_eq!(
+        store.claim("k", b"fp").await.unwrap(),
+        Claim::Replay(answer_for(&task))
+    );
+
+    // Already answered: a second task for the same key is not stored.
+    let second = new_task("twice");
+    assert!(
+        !repo
+            .insert_answering(&second, "k", &answer_for(&second))
+            .await
+            .unwrap()
+    );
+    assert!(repo.get(second.id).await.unwrap().is_none());
+
+    // Never claimed (or released): nothing is stored.
+    let stray = new_task("stray");
+    assert!(
+        !repo
+            .insert_answering(&stray, "unclaimed", &answer_for(&stray))
+            .await
+            .unwrap()
+    );
+    assert_eq!(count_tasks(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn racing_requests_holding_the_same_key_create_exactly_one_task() {
+    let (_db, _s, pool) = common::migrated().await;
+    let store = PgIdempotencyStore::new(pool.clone());
+    let repo = PgTaskRepository::new(pool.clone());
+    // Both believe they hold the claim, as after an abandoned claim is taken over while
+    // its first holder is still running.
+    assert_eq!(store.claim("race", b"fp").await.unwrap(), Claim::Claimed);
+    let attempts = (0..8).map(|i| {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            let task = new_task(&format!("attempt {i}"));
+            repo.insert_answering(&task, "race", &answer_for(&task))
+                .await
+                .unwrap()
+        })
+    });
+    let stored: Vec<bool> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored.iter().filter(|s| **s).count(), 1, "{stored:?}");
+    assert_eq!(count_tasks(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn a_failed_insert_leaves_the_key_unanswered() {
+    let (_db, _s, pool) = common::migrated().await;
+    let store = PgIdempotencyStore::new(pool.clone());
+    let repo = PgTaskRepository::new(pool.clone());
+    let existing = new_task("existing");
+    repo.insert(&existing).await.unwrap();
+    assert_eq!(store.claim("dup", b"fp").await.unwrap(), Claim::Claimed);
+    // The same id again violates the primary key: the transaction rolls back whole.
+    assert!(
+        repo.insert_answering(&existing, "dup", &answer_for(&existing))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.claim("dup", b"fp").await.unwrap(),
+        Claim::InFlight,
+        "still claimed, not answered"
+    );
+    assert_eq!(count_tasks(&pool).await, 1);
+}

@@ -187,37 +187,42 @@ pub async fn create(
         Claim::InFlight => return Err(ApiError::IdempotencyInFlight),
         Claim::Claimed => {}
     }
+    // The task and the response a retry replays are stored in one transaction: a
+    // retry finds either both or neither, never a task without its answer.
     let outcome = match parse_json(&body) {
-        Ok(input) => state.tasks.create(&input).await.map_err(ApiError::from),
+        Ok(input) => state
+            .tasks
+            .create_answering(&input, &key, created_response)
+            .await
+            .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    let stored = match &outcome {
-        Ok(task) => Some(StoredResponse {
-            status: 201,
-            headers: vec![
-                ("location".into(), format!("/v1/tasks/{}", task.id)),
-                ("etag".into(), etag(task)),
-                ("content-type".into(), "application/json".into()),
-            ],
-            body: serde_json::to_vec(task).unwrap_or_default(),
-        }),
-        // Rejections and failures are not recorded: the key is released, so the client
-        // may correct the request and retry with the same key.
-        Err(_) => None,
-    };
-    match stored {
-        Some(stored) => {
-            if let Err(e) = state.idempotency.complete(&key, &stored).await {
-                tracing::warn!(error = %super::problem::error_chain(&e), "could not record idempotent response");
-            }
-        }
-        None => {
+    match outcome {
+        Ok(Some(task)) => Ok(task_response(StatusCode::CREATED, &task)),
+        // Another request with this key was answered first; its retry replays that.
+        Ok(None) => Err(ApiError::IdempotencyInFlight),
+        Err(error) => {
+            // Rejections and failures are not recorded: the key is released, so the
+            // client may correct the request and retry with the same key.
             if let Err(e) = state.idempotency.release(&key).await {
                 tracing::warn!(error = %super::problem::error_chain(&e), "could not release idempotency key");
             }
+            Err(error)
         }
     }
-    outcome.map(|task| task_response(StatusCode::CREATED, &task))
+}
+
+/// The response recorded for a created task, replayed to retries of its request.
+fn created_response(task: &Task) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        headers: vec![
+            ("location".into(), format!("/v1/tasks/{}", task.id)),
+            ("etag".into(), etag(task)),
+            ("content-type".into(), "application/json".into()),
+        ],
+        body: serde_json::to_vec(task).unwrap_or_default(),
+    }
 }
 
 fn replay(stored: &StoredResponse) -> HttpResponse {

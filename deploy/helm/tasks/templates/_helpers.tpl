@@ -272,6 +272,11 @@ depends on it, so `helm template` fails early with a message naming the value.
 {{- fail (printf "pdb.minAvailable (%v, %d pod(s)) must be lower than the replica count (%d), or the budget blocks every eviction (node drains hang)" .Values.pdb.minAvailable (int $pods) $replicas) -}}
 {{- end -}}
 {{- end -}}
+{{- range $i, $env := .Values.extraEnv -}}
+{{- if and $env.valueFrom $env.valueFrom.secretKeyRef -}}
+{{- fail (printf "extraEnv[%d] (%s) reads a Secret into the environment; secrets are mounted as files (database.existingSecret, or extraVolumes with extraVolumeMounts), where a rotation needs no restart and the value stays out of the process environment" $i $env.name) -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int (include "tasks.int" .Values.autoscaling.minReplicas)) (int (include "tasks.int" .Values.autoscaling.maxReplicas))) -}}
 {{- fail (printf "autoscaling.minReplicas (%v) is greater than autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
 {{- end -}}
