@@ -857,6 +857,30 @@ def in_window(events, start, end, pods):
     return inside, outside
 
 
+async def helm_test(docs: list, binary: Path, svc_port: int, pg: "Postgres") -> None:
+    """Runs the commands of the rendered `helm test` pod (its main containers: the
+    readiness init container needs the admin port, which the proxy does not carry) with
+    the real binary, the Service's name resolved to the proxy standing in for it."""
+    tests = find(docs, "Pod", lambda d: (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test")
+    R.check("helm test: the chart renders a test pod", len(tests) == 1, f"{len(tests)} pods")
+    services = {d["metadata"]["name"] for d in find(docs, "Service")}
+    before = pg.psql("SELECT count(*) FROM tasks").strip()
+    for container in (tests[0]["spec"]["containers"] if tests else []):
+        args = [str(a) for a in container.get("args", [])]
+        match = re.match(r"http://([^:/]+):(\d+)", args[1]) if len(args) > 1 else None
+        target_ok = bool(match) and match.group(1) in services and int(match.group(2)) == svc_port
+        R.check(f"helm test: {container['name']} targets the app Service's API port", target_ok, " ".join(args))
+        if not target_ok:
+            continue
+        argv = [str(binary), args[0], args[1].replace(match.group(0), f"http://127.0.0.1:{svc_port}", 1), *args[2:]]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        R.check(f"helm test: `tasks-server {args[0]}` passes through the Service", proc.returncode == 0,
+                out.decode(errors="replace").strip()[:200])
+    after = pg.psql("SELECT count(*) FROM tasks").strip()
+    R.check("helm test: leaves no data behind", before == after, f"tasks {before} -> {after}")
+
+
 async def main() -> int:
     binary = Path(os.environ.get("REHEARSAL_BINARY") or ROOT / "target/debug/tasks-server").resolve()
     if not binary.exists():
@@ -943,6 +967,9 @@ async def main() -> int:
                 all(c == 0 for c in codes) and all(p.term_secs < t.grace for p in extra),
                 f"exit codes {codes}, max {max(p.term_secs for p in extra):.1f}s")
         await wait_until(lambda: len(cluster.endpoints()) == m.replicas, 10)
+
+        # ---- helm test: the rendered test pod's commands, through the Service ----------
+        await helm_test(docs1, binary, svc_port, pg)
 
         # ---- 2. rolling update under load ------------------------------------------
         log(f"== rolling update to release 2 under load ({LOAD_CONNECTIONS} connections)")

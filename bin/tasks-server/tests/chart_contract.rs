@@ -81,6 +81,20 @@ struct Render {
     docs: Vec<Value>,
 }
 
+/// What a release passes on top of the production overlay, which deploys by digest only
+/// (`image.requireDigest`).
+const RELEASE_DIGEST: &str =
+    "image.digest=sha256:5555555555555555555555555555555555555555555555555555555555555555";
+
+/// `--set`s every render of a case gets, as its deploy would pass them.
+fn case_sets(label: &str) -> &'static [&'static str] {
+    if label == "production" {
+        &[RELEASE_DIGEST]
+    } else {
+        &[]
+    }
+}
+
 /// Renders the chart with one values file and extra `--set` arguments.
 fn render(label: &str, values: &str, sets: &[&str]) -> Render {
     let root = repo_root();
@@ -94,7 +108,7 @@ fn render(label: &str, values: &str, sets: &[&str]) -> Render {
         "-f",
         values,
     ]);
-    for set in sets {
+    for set in case_sets(label).iter().chain(sets) {
         cmd.args(["--set", set]);
     }
     let out = cmd.output().expect("run helm template");

@@ -100,6 +100,9 @@ Images: registry/repository:tag@digest; the digest wins at pull time.
 --------------------------------------------------------------------------- */}}
 {{- define "tasks.imageRef" -}}
 {{- $img := .image -}}
+{{- if and $img.requireDigest (not $img.digest) -}}
+{{- fail (printf "%s.requireDigest: this environment deploys by digest only (a tag can be moved, a digest cannot); pass the digest of the pushed image, e.g. --set %s.digest=sha256:<64 hex digits> (the image workflow prints it)" .path .path) -}}
+{{- end -}}
 {{- $repo := $img.repository -}}
 {{- if $img.registry -}}{{- $repo = printf "%s/%s" $img.registry $img.repository -}}{{- end -}}
 {{- $tag := $img.tag | default .default | toString -}}
@@ -111,11 +114,11 @@ Images: registry/repository:tag@digest; the digest wins at pull time.
 {{- end -}}
 
 {{- define "tasks.image" -}}
-{{- include "tasks.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion) -}}
+{{- include "tasks.imageRef" (dict "image" .Values.image "default" .Chart.AppVersion "path" "image") -}}
 {{- end -}}
 
 {{- define "tasks.postgresql.image" -}}
-{{- include "tasks.imageRef" (dict "image" .Values.postgresql.image "default" "17") -}}
+{{- include "tasks.imageRef" (dict "image" .Values.postgresql.image "default" "17" "path" "postgresql.image") -}}
 {{- end -}}
 
 {{/* ---------------------------------------------------------------------------
