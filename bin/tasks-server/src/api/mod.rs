@@ -6,11 +6,10 @@ pub mod tasks;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpResponse, web};
 
-use problem::{problem_for_any_error, problem_response};
+use problem::{ApiError, problem_for_any_error};
 
 /// Per-app limits.
 #[derive(Debug, Clone, Copy)]
@@ -21,30 +20,12 @@ pub struct Limits {
 
 fn method_not_allowed(
     allow: &'static str,
-) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone {
-    move || {
-        let mut response = problem_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "about:blank",
-            Some(format!("allowed methods: {allow}")),
-            Vec::new(),
-        );
-        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
-            response
-                .headers_mut()
-                .insert(actix_web::http::header::ALLOW, value);
-        }
-        std::future::ready(response)
-    }
+) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone {
+    move || std::future::ready(Err(ApiError::MethodNotAllowed(allow)))
 }
 
-async fn not_found() -> HttpResponse {
-    problem_response(
-        StatusCode::NOT_FOUND,
-        "about:blank",
-        Some("no such resource".into()),
-        Vec::new(),
-    )
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoSuchResource)
 }
 
 /// Mounts the API on an app that already holds `web::Data<ApiState>`.

@@ -60,6 +60,12 @@ pub enum ApiError {
     /// The first request with this idempotency key is still being processed.
     #[error("a request with this Idempotency-Key is still being processed")]
     IdempotencyInFlight,
+    /// No route matches the path.
+    #[error("no such resource")]
+    NoSuchResource,
+    /// The route exists, but not for this method; the value lists the allowed ones.
+    #[error("allowed methods: {0}")]
+    MethodNotAllowed(&'static str),
 }
 
 impl ApiError {
@@ -117,6 +123,8 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Self::IdempotencyInFlight => StatusCode::CONFLICT,
+            Self::NoSuchResource => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -131,6 +139,11 @@ impl ResponseError for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::MethodNotAllowed(allow) = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }
@@ -152,7 +165,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// A problem response. The request id is added by [`problem_for_any_error`].
-pub fn problem_response(
+fn problem_response(
     status: StatusCode,
     kind: &str,
     detail: Option<String>,
