@@ -180,6 +180,24 @@ impl Render {
         all[0]
     }
 
+    /// Every rendered pod spec — the Deployment's and StatefulSet's templates and bare
+    /// Pods (the Helm test) — named `Kind name` for messages.
+    fn pod_specs(&self) -> Vec<(String, &Value)> {
+        let mut pods = Vec::new();
+        for kind in ["Deployment", "StatefulSet", "Pod"] {
+            for doc in self.all(kind) {
+                let name = str_at(doc, "/metadata/name").unwrap_or_default();
+                let spec = if kind == "Pod" {
+                    doc.get("spec")
+                } else {
+                    doc.pointer("/spec/template/spec")
+                };
+                pods.push((format!("{kind} {name}"), spec.unwrap_or(&Value::Null)));
+            }
+        }
+        pods
+    }
+
     fn deployment_name(&self) -> &str {
         str_at(self.deployment(), "/metadata/name").expect("Deployment has a name")
     }
@@ -853,16 +871,8 @@ fn containers_run_as_the_image_user_non_root_read_only() {
     for render in renders() {
         let label = &render.label;
         let image = str_at(render.app_container(), "/image").expect("app container has an image");
-        // The Deployment's pod, and every other pod running the app image (the Helm test).
-        let mut pods = vec![("Deployment".to_owned(), render.pod_spec())];
-        for pod in render.all("Pod") {
-            let name = str_at(pod, "/metadata/name").unwrap_or_default();
-            pods.push((
-                format!("Pod {name}"),
-                pod.get("spec").unwrap_or(&Value::Null),
-            ));
-        }
-        for (owner, spec) in pods {
+        // Every pod running the app image: the Deployment's and the Helm test's.
+        for (owner, spec) in render.pod_specs() {
             let pod_ctx = spec.get("securityContext").unwrap_or(&Value::Null);
             let containers = arr(spec, "/containers")
                 .iter()
@@ -1331,23 +1341,7 @@ fn every_pod_opts_out_of_service_link_variables() {
     let mut problems = Vec::new();
     for render in renders() {
         let label = &render.label;
-        let mut pods: Vec<(String, &Value)> = Vec::new();
-        for kind in ["Deployment", "StatefulSet"] {
-            for workload in render.all(kind) {
-                let name = str_at(workload, "/metadata/name").unwrap_or_default();
-                if let Some(spec) = workload.pointer("/spec/template/spec") {
-                    pods.push((format!("{kind} {name}"), spec));
-                }
-            }
-        }
-        for pod in render.all("Pod") {
-            let name = str_at(pod, "/metadata/name").unwrap_or_default();
-            pods.push((
-                format!("Pod {name}"),
-                pod.get("spec").unwrap_or(&Value::Null),
-            ));
-        }
-        for (owner, spec) in pods {
+        for (owner, spec) in render.pod_specs() {
             if spec.get("enableServiceLinks").and_then(Value::as_bool) != Some(false) {
                 problems.push(format!("{label}: {owner}: enableServiceLinks is not false"));
             }
