@@ -114,7 +114,26 @@ pub fn load() -> Result<Loaded<Settings>, tasks_config::ConfigErrors> {
     }
     problems.extend(s.database.problems("database", &loaded));
     if let Err(error) = s.log.filter() {
-        problems.push(loaded.problem("log.level", error.to_string()));
+        // `RUST_LOG` wins over `log.level`: name whichever was actually parsed.
+        let rust_log = std::env::var("RUST_LOG").is_ok_and(|v| !v.trim().is_empty());
+        problems.push(if rust_log {
+            tasks_config::Problem {
+                key: None,
+                origin: Some(Origin::Env("RUST_LOG".into())),
+                message: error.to_string(),
+            }
+        } else {
+            loaded.problem("log.level", error.to_string())
+        });
+    }
+    // The standard OTEL_* variables are not ours to name keys for, but a bad one stops
+    // the service all the same, so `check-config` reports it with the rest.
+    if let Err(error) = tasks_telemetry::OtlpSettings::from_env(crate::SERVICE_NAME) {
+        problems.push(tasks_config::Problem {
+            key: None,
+            origin: None,
+            message: error.to_string(),
+        });
     }
     loaded.checked(problems)
 }

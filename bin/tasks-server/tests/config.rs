@@ -154,3 +154,23 @@ fn probe_exits_non_zero_when_nothing_listens() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_bad_rust_log_is_named_as_rust_log_not_log_level() {
+    let out = check_config(&[("RUST_LOG", "info,[[[")]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("(from RUST_LOG)"), "{all}");
+    assert!(!all.contains("log.level"), "{all}");
+}
+
+#[test]
+fn an_unsupported_otlp_protocol_is_a_configuration_problem() {
+    let out = check_config(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/json is not supported"),
+        "{all}"
+    );
+}
