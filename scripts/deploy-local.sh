@@ -100,7 +100,7 @@ cmd_deploy() {
 
 tasks-server ${tag} is running in namespace ${NAMESPACE} (context ${CONTEXT}).
 Reach the API:
-  just port-forward        # = kubectl --context ${CONTEXT} -n ${NAMESPACE} port-forward service/${APP_FULLNAME} ${API_PORT}:http ${ADMIN_PORT}:admin
+  just port-forward        # = kubectl --context ${CONTEXT} -n ${NAMESPACE} port-forward deployment/${APP_FULLNAME} ${API_PORT}:http ${ADMIN_PORT}:admin
   curl http://127.0.0.1:${API_PORT}/v1/tasks
   curl -X POST -H 'Content-Type: application/json' -d '{"title":"hello"}' http://127.0.0.1:${API_PORT}/v1/tasks
   curl http://127.0.0.1:${ADMIN_PORT}/readyz
@@ -132,7 +132,7 @@ cmd_port_forward() {
     need kubectl "$HINT_KUBECTL"
     fail_missing
     say "API http://127.0.0.1:${API_PORT}/v1/tasks, admin http://127.0.0.1:${ADMIN_PORT}/readyz (Ctrl-C stops)"
-    run kubectl --context "$CONTEXT" --namespace "$NAMESPACE" port-forward "service/${APP_FULLNAME}" \
+    run kubectl --context "$CONTEXT" --namespace "$NAMESPACE" port-forward "deployment/${APP_FULLNAME}" \
         "${API_PORT}:http" "${ADMIN_PORT}:admin"
 }
 

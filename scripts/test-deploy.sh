@@ -128,7 +128,7 @@ for hv in 4 3; do
     expect_line "deploy-local (Helm $hv): helm test" "+ helm test tasks --kube-context minikube --namespace tasks-local --logs --timeout 5m"
     nothing_changed "deploy-local (Helm $hv)"
 done
-if grep -q 'port-forward service/tasks 8080:http 9090:admin' <<<"$OUT" && grep -q 'curl http://127.0.0.1:8080/v1/tasks' <<<"$OUT"; then
+if grep -q 'port-forward deployment/tasks 8080:http 9090:admin' <<<"$OUT" && grep -q 'curl http://127.0.0.1:8080/v1/tasks' <<<"$OUT"; then
     pass "deploy-local: prints how to reach the API"
 else
     fail "deploy-local: prints how to reach the API" "$OUT"
@@ -177,9 +177,9 @@ expect_line "logs: follows the release's app pods" "+ kubectl --context minikube
 recipe logs LOGS_FOLLOW=0 KUBE_CONTEXT=staging-ctx NAMESPACE=tasks-staging
 expect_line "logs: another release by explicit context and namespace" "+ kubectl --context staging-ctx --namespace tasks-staging logs --selector app.kubernetes.io/instance=tasks\\,app.kubernetes.io/component=backend --all-containers --prefix --timestamps --tail=200 --max-log-requests=20"
 recipe port-forward
-expect_line "port-forward: API and admin of the Service" "+ kubectl --context minikube --namespace tasks-local port-forward service/tasks 8080:http 9090:admin"
+expect_line "port-forward: API and admin ports of a pod of the Deployment" "+ kubectl --context minikube --namespace tasks-local port-forward deployment/tasks 8080:http 9090:admin"
 recipe port-forward RELEASE=demo
-expect_line "port-forward: another release's Service as the chart names it" "+ kubectl --context minikube --namespace tasks-local port-forward service/demo-tasks 8080:http 9090:admin"
+expect_line "port-forward: another release's Deployment as the chart names it" "+ kubectl --context minikube --namespace tasks-local port-forward deployment/demo-tasks 8080:http 9090:admin"
 recipe status
 expect_line "status: helm status" "+ helm status tasks --kube-context minikube --namespace tasks-local"
 expect_line "status: workloads, pods, PVCs" "+ kubectl --context minikube --namespace tasks-local get deployments\\,statefulsets\\,pods\\,services\\,pvc --selector app.kubernetes.io/instance=tasks -o wide"

@@ -1287,9 +1287,18 @@ fn service_monitor_scrapes_a_route_the_binary_serves() {
     for render in renders() {
         let label = &render.label;
         let admin_port = effective_config(render).u64("admin.port");
-        let name = render.deployment_name();
         for monitor in render.all("ServiceMonitor") {
-            let Some(service) = render.named("Service", name) else {
+            let selector = obj_strings(monitor.pointer("/spec/selector/matchLabels"));
+            let services: Vec<&Value> = render
+                .all("Service")
+                .into_iter()
+                .filter(|s| selects(&selector, &obj_strings(s.pointer("/metadata/labels"))))
+                .collect();
+            let [service] = services.as_slice() else {
+                problems.push(format!(
+                    "{label}: the ServiceMonitor selects {} Services, expected exactly one",
+                    services.len()
+                ));
                 continue;
             };
             for endpoint in arr(monitor, "/spec/endpoints") {
@@ -1426,4 +1435,36 @@ fn helm_test_runs_binary_subcommands_against_the_services_ports() {
     }
     assert_no_problems("helm test", &problems);
     assert!(tests_seen > 0, "no values file renders the Helm test pod");
+}
+
+#[test]
+fn the_admin_listener_is_never_exposed_beyond_the_cluster() {
+    // Whatever service.type exposes the API, /metrics and the probes stay on ClusterIP.
+    let mut problems = Vec::new();
+    let mut admin_services = 0;
+    let exposed = render("local", CASES[0].1, &["service.type=LoadBalancer"]);
+    for r in renders().iter().chain(std::iter::once(&exposed)) {
+        let label = &r.label;
+        let admin_port = effective_config(r).u64("admin.port");
+        for service in r.all("Service") {
+            let name = str_at(service, "/metadata/name").unwrap_or_default();
+            let kind = str_at(service, "/spec/type").unwrap_or("ClusterIP");
+            for port in arr(service, "/spec/ports") {
+                let target = port.get("targetPort").and_then(|t| r.container_port(t));
+                if target == Some(admin_port) {
+                    admin_services += 1;
+                    if kind != "ClusterIP" {
+                        problems.push(format!(
+                            "{label}: Service {name} ({kind}) exposes the admin port {admin_port}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert_no_problems("admin exposure", &problems);
+    assert!(
+        admin_services > 0,
+        "no Service reaches the admin port at all"
+    );
 }

@@ -22,6 +22,11 @@ the chart name; fullnameOverride wins. Truncated to leave room for suffixes. */}
 {{- end -}}
 {{- end -}}
 
+{{/* The admin listener's Service: <fullname>-admin. */}}
+{{- define "tasks.adminServiceName" -}}
+{{- printf "%s-admin" (include "tasks.fullname" .) -}}
+{{- end -}}
+
 {{- define "tasks.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
