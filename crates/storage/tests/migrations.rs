@@ -74,3 +74,64 @@ async fn unreachable_database_is_reported_as_unavailable() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn until_current_waits_for_another_migrator_then_applies_itself() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tasks_storage::migrate::{Strategy, until_current};
+
+    let db = tasks_test_support::fresh_database().await;
+    let settings = common::settings(&db);
+
+    // Waiting for someone else on an empty schema keeps retrying until told to stop.
+    let checks = Arc::new(AtomicUsize::new(0));
+    let counted = checks.clone();
+    let current = until_current(
+        &settings,
+        tasks_storage::embedded::runner,
+        "t",
+        Strategy::AwaitOthers,
+        move || counted.fetch_add(1, Ordering::SeqCst) >= 2,
+    )
+    .await;
+    assert!(!current, "nothing applied the migrations");
+    assert!(
+        checks.load(Ordering::SeqCst) >= 3,
+        "it retried before giving up"
+    );
+    assert!(
+        !pending(&settings, &tasks_storage::embedded::runner())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Applying brings the schema current at once; waiting then succeeds too.
+    assert!(
+        until_current(
+            &settings,
+            tasks_storage::embedded::runner,
+            "t",
+            Strategy::Apply,
+            || false
+        )
+        .await
+    );
+    assert!(
+        pending(&settings, &tasks_storage::embedded::runner())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        until_current(
+            &settings,
+            tasks_storage::embedded::runner,
+            "t",
+            Strategy::AwaitOthers,
+            || false
+        )
+        .await
+    );
+}
