@@ -175,8 +175,16 @@ pub fn round_trip(base: &str, timeout: Duration) -> anyhow::Result<String> {
         .context("POST /v1/tasks: no id in the created task")?
         .to_owned();
     let url = format!("{base}/v1/tasks/{id}");
+    let checked = read_back_and_delete(&url, &id, title, timeout);
+    if checked.is_err() {
+        // The check ran against a live database: never leave its task behind.
+        let _ = request("DELETE", &url, None, timeout);
+    }
+    checked.map(|()| id)
+}
 
-    let read = request("GET", &url, None, timeout)?;
+fn read_back_and_delete(url: &str, id: &str, title: &str, timeout: Duration) -> anyhow::Result<()> {
+    let read = request("GET", url, None, timeout)?;
     ensure!(
         read.status == 200,
         "GET /v1/tasks/{id} answered {}, not 200",
@@ -189,19 +197,19 @@ pub fn round_trip(base: &str, timeout: Duration) -> anyhow::Result<String> {
         "GET /v1/tasks/{id} returned another task: {stored}"
     );
 
-    let deleted = request("DELETE", &url, None, timeout)?;
+    let deleted = request("DELETE", url, None, timeout)?;
     ensure!(
         deleted.status == 204,
         "DELETE /v1/tasks/{id} answered {}, not 204",
         deleted.status
     );
-    let gone = request("GET", &url, None, timeout)?;
+    let gone = request("GET", url, None, timeout)?;
     ensure!(
         gone.status == 404,
         "GET /v1/tasks/{id} after DELETE answered {}, not 404",
         gone.status
     );
-    Ok(id)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -222,6 +230,68 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n";
         let response = parse(raw).expect("parses");
         assert_eq!(response.body, b"{\"a\":1}");
+    }
+
+    /// A stand-in API: creates fine, then fails the read-back with 500, and records the
+    /// request lines it saw.
+    fn api_failing_the_read_back() -> (String, std::sync::mpsc::Receiver<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let (seen, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(3) {
+                let mut stream = stream.expect("accept");
+                // Read the whole request (head and body) before answering, so closing the
+                // socket never resets a client that is still sending.
+                let mut raw = Vec::new();
+                let mut buf = [0_u8; 4096];
+                let complete = |raw: &[u8]| {
+                    let text = String::from_utf8_lossy(raw);
+                    text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|n| n.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        body.len() >= length
+                    })
+                };
+                while !complete(&raw) {
+                    let n = stream.read(&mut buf).expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8_lossy(&raw).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                let body = if line.starts_with("POST") {
+                    "HTTP/1.1 201 Created\r\nContent-Length: 9\r\n\r\n{\"id\":\"x\"}"
+                } else {
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+                };
+                stream.write_all(body.as_bytes()).expect("write");
+                seen.send(line).expect("record");
+            }
+        });
+        (base, lines)
+    }
+
+    #[test]
+    fn a_failed_round_trip_deletes_the_task_it_created() {
+        let (base, lines) = api_failing_the_read_back();
+        let error = round_trip(&base, Duration::from_secs(5)).expect_err("the read-back fails");
+        assert!(
+            error.to_string().contains("GET /v1/tasks/x answered 500"),
+            "{error:#}"
+        );
+        let seen: Vec<String> = lines.iter().take(3).collect();
+        assert_eq!(
+            seen.iter()
+                .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>(),
+            ["POST /v1/tasks", "GET /v1/tasks/x", "DELETE /v1/tasks/x"],
+        );
     }
 
     #[test]

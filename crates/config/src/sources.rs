@@ -164,6 +164,11 @@ pub(crate) fn split_env(
 /// named like the prefix must not make the service refuse to start. The shapes are
 /// specific enough that a misspelt key does not match them.
 pub(crate) fn is_service_link(rest: &str, value: &str) -> bool {
+    // Link names come from Service names, which cannot hold `__`; a nested key (with
+    // `__`) that looks like one is a misspelt key, reported as usual.
+    if rest.contains("__") {
+        return false;
+    }
     let name = format!("_{rest}");
     if name.ends_with("_SERVICE_HOST")
         || name.ends_with("_SERVICE_PORT")

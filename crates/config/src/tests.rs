@@ -336,6 +336,8 @@ fn misspelt_keys_that_resemble_service_links_are_still_errors() {
         "APP_DATABASE_PORT",
         "APP_PORT_HTTP",
         "APP_HTTP__PORTS",
+        "APP_DATABASE__SERVICE_PORT",
+        "APP_HTTP__SERVICE_HOST",
     ] {
         let errors = load(&[(var, "8080")]).expect_err(var);
         assert!(

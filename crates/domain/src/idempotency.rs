@@ -16,7 +16,9 @@ pub struct StoredResponse {
 /// The result of claiming an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// First use: the caller must process the request, then `complete` or `release`.
+    /// First use: the caller must process the request, then answer the key — with
+    /// `complete`, or atomically with what it stores (`TaskRepository::insert_answering`)
+    /// — or `release` it.
     Claimed,
     /// Already completed for the same request: replay this response.
     Replay(StoredResponse),

@@ -131,8 +131,10 @@ impl PoolSettings {
             .connect_timeout(self.connect_timeout)
             // A database that vanishes without closing its sockets (node failure, network
             // partition) must not hold requests for the ~15 minutes of TCP retransmission:
-            // unacknowledged writes give up after the connect timeout, and idle
-            // connections are probed so recycling finds them dead.
+            // unacknowledged data gives up after the connect timeout (at least 1 s), and
+            // idle connections are probed after 30 s so recycling finds them dead. On
+            // Linux the user timeout also bounds the keepalive probing; the interval and
+            // count apply elsewhere.
             .tcp_user_timeout(self.connect_timeout.max(Duration::from_secs(1)))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))

@@ -50,7 +50,12 @@ pub async fn serve(loaded: Loaded<Settings>) -> Result<(), Box<dyn Error>> {
             }
         },
     );
-    tokio::spawn(migrate(pool_settings, migrated, health.clone()));
+    let strategy = if settings.database.migrate_on_start {
+        Strategy::Apply
+    } else {
+        Strategy::AwaitOthers
+    };
+    tokio::spawn(migrate(pool_settings, strategy, migrated, health.clone()));
 
     let health_data = web::Data::new(health.clone());
     let api_health = health_data.clone();
@@ -98,14 +103,20 @@ pub async fn serve(loaded: Loaded<Settings>) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// Applies the migrations under the advisory lock, retrying while the database is late;
-/// readiness fails until this succeeds.
-async fn migrate(settings: PoolSettings, migrated: Arc<AtomicBool>, health: Health) {
+/// Applies the migrations under the advisory lock (or, without
+/// `database.migrate_on_start`, waits for another process to), retrying while the
+/// database is late; readiness fails until the schema is current.
+async fn migrate(
+    settings: PoolSettings,
+    strategy: Strategy,
+    migrated: Arc<AtomicBool>,
+    health: Health,
+) {
     let current = until_current(
         &settings,
         embedded::migrations::runner,
         MIGRATION_SCOPE,
-        Strategy::Apply,
+        strategy,
         || health.is_shutting_down(),
     )
     .await;

@@ -79,7 +79,14 @@ pub fn load() -> Result<Loaded<Settings>, ConfigErrors> {
     let loaded = Loader::new(ENV_PREFIX)
         .default_secrets_dir(DEFAULT_SECRETS_DIR)
         .load::<Settings>()?;
-    let problems = loaded.value.database.problems("database", &loaded);
+    let mut problems = loaded.value.database.problems("database", &loaded);
+    // A key of the shared section this service does not act on is refused, not ignored.
+    if loaded.origin("database.pipelined_reads") != Origin::Default {
+        problems.push(loaded.problem(
+            "database.pipelined_reads",
+            "not supported by the notes service: every query uses the pool",
+        ));
+    }
     loaded.checked(problems)
 }
 

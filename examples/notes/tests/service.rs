@@ -298,3 +298,18 @@ async fn an_unknown_notes_variable_is_a_configuration_error() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_shared_key_the_service_does_not_act_on_is_refused() {
+    let db = tasks_test_support::fresh_database().await;
+    let mut notes = Notes::spawn(&db, &[("NOTES_DATABASE__PIPELINED_READS", "false")]);
+    let status = notes
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits at once");
+    let log = notes.log();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("database.pipelined_reads: not supported by the notes service"),
+        "{log}"
+    );
+}

@@ -57,8 +57,11 @@ pub enum ApiError {
     /// The idempotency key was used with a different request.
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyMismatch,
-    /// The first request with this idempotency key is still being processed.
-    #[error("a request with this Idempotency-Key is still being processed")]
+    /// Another request with this idempotency key is being processed, or was answered an
+    /// instant ago; either way a retry gets (or replays) its answer.
+    #[error(
+        "a request with this Idempotency-Key is being processed or was just answered; retry to get its response"
+    )]
     IdempotencyInFlight,
     /// No route matches the path.
     #[error("no such resource")]

@@ -199,7 +199,7 @@ pub async fn create(
     };
     match outcome {
         Ok(Some(task)) => Ok(task_response(StatusCode::CREATED, &task)),
-        // Another request with this key was answered first; its retry replays that.
+        // Another request with this key was answered first: a retry replays its answer.
         Ok(None) => Err(ApiError::IdempotencyInFlight),
         Err(error) => {
             // Rejections and failures are not recorded: the key is released, so the
