@@ -32,8 +32,9 @@ run *args:
 test:
     scripts/run-suites.sh lint test-rust test-package test-robustness test-chart test-image test-deploy rehearse
 
-# Format check, clippy and rustdoc with warnings denied, hadolint on the Dockerfile.
+# Format check, clippy and rustdoc with warnings denied, hadolint on the Dockerfile, no references to documents outside the repository.
 lint:
+    scripts/check-no-outside-refs.sh
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Image test: build the runtime image with Docker Engine from a static binary compiled
 # on the host, run it hardened (read-only, non-root, no capabilities, no new privileges)
-# against a real PostgreSQL, and check what the design promises about it.
+# against a real PostgreSQL, and check what ADR 0004 and docs/architecture.md §6 promise.
 #
 #   scripts/test-image.sh
 #

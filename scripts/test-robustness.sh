@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Robustness suite (DESIGN.md §6 item 7), run by `just test-robustness`:
+# Robustness suite (docs/architecture.md §5, hostile input), run by `just test-robustness`:
 #
 #   1. the explicit tests of bin/tasks-server/tests/robustness.rs (oversized, invalid and
 #      deeply nested bodies, hostile `limit`s, unicode and SQL metacharacters byte for

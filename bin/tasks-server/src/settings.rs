@@ -1,4 +1,4 @@
-//! The service's configuration keys (DESIGN.md §3), loaded by `tasks-config`.
+//! The service's configuration keys (docs/architecture.md §3), loaded by `tasks-config`.
 
 use serde::{Deserialize, Serialize};
 use tasks_config::{Loaded, Loader, Origin};

@@ -1,4 +1,4 @@
-//! End-to-end tests of the HTTP API (DESIGN.md §4) against the real `tasks-server`
+//! End-to-end tests of the HTTP API (docs/architecture.md §4) against the real `tasks-server`
 //! binary and a real PostgreSQL database: every row of the API table and every error
 //! status, plus the cross-cutting promises (request ids, problem documents, 404/405,
 //! OpenAPI, byte-exact round trips, fast 503s during a database outage).
@@ -1319,7 +1319,7 @@ async fn unicode_and_sql_metacharacters_round_trip_exactly() {
 
 #[tokio::test]
 async fn text_postgresql_cannot_store_is_a_client_error_not_a_5xx() {
-    // DESIGN.md §4: no input, however malformed, produces a 5xx. U+0000 is valid JSON
+    // docs/architecture.md §4: no input, however malformed, yields a 5xx. U+0000 is valid JSON
     // and a valid Rust string, but PostgreSQL `text` cannot hold it.
     let server = Server::start(&[]).await;
     let api = Api::new(&server);

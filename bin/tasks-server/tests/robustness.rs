@@ -1,6 +1,6 @@
 //! Robustness of the real `tasks-server` binary against hostile or broken input and a
-//! failing database (DESIGN.md §4 "no input, however malformed, produces a 5xx or a
-//! hang"; §6 item 7). Run by `just test-robustness` next to the schemathesis run of
+//! failing database (docs/architecture.md §4 and §5: no input, however malformed, yields
+//! a 5xx or a hang). Run by `just test-robustness` next to the schemathesis run of
 //! `scripts/test-robustness.sh`. They are `#[ignore]`d so `just test-rust` does not run
 //! them a second time: `cargo test -p tasks-server --test robustness -- --include-ignored`.
 

@@ -1,4 +1,4 @@
-//! The SIGTERM drain of DESIGN.md §3, through the real binary: readiness fails at once,
+//! The SIGTERM drain (docs/architecture.md §3), through the real binary: readiness fails at once,
 //! the API keeps answering for the drain delay, in-flight requests finish, exit 0.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
