@@ -18,6 +18,7 @@ run *args:
     #!/usr/bin/env bash
     set -euo pipefail
     if [[ -z "${TASKS_DATABASE__HOST:-}" ]]; then
+        scripts/ensure-tools.sh postgres
         PGPASSWORD_TASKS=tasks-dev scripts/pg.sh start .local/pg/data {{local_pg_port}}
         export TASKS_DATABASE__HOST=127.0.0.1 TASKS_DATABASE__PORT={{local_pg_port}} TASKS_DATABASE__PASSWORD=tasks-dev
         export TASKS_DATABASE__SSLMODE=disable
@@ -47,7 +48,7 @@ fmt:
 
 # Unit, integration and doc tests against a real PostgreSQL the harness starts (and real helm for the chart contract).
 test-rust:
-    scripts/ensure-tools.sh helm
+    scripts/ensure-tools.sh helm postgres
     cargo test --workspace --locked
 
 # Package the reusable crates (tasks-config, -health, -telemetry, -postgres) as crates.io would get them, build each from its .crate, check metadata and MSRV.

@@ -328,8 +328,8 @@ class Postgres:
         return self._pg("stop", str(self.datadir)).returncode == 0
 
     def psql(self, sql: str) -> str:
-        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))
-        psql = str(bindir[-1]) if bindir else "psql"
+        # rehearsal/run.sh sets PG_BINDIR from scripts/pg.sh bindir.
+        psql = str(Path(os.environ["PG_BINDIR"]) / "psql") if os.environ.get("PG_BINDIR") else "psql"
         r = subprocess.run([psql, "-X", "-At", "-h", "127.0.0.1", "-p", str(self.port), "-U", "tasks", "-d", "tasks", "-c", sql],
                            env=dict(os.environ, PGPASSWORD=self.password, PGCONNECT_TIMEOUT="5"),
                            capture_output=True, text=True, timeout=30)

@@ -24,14 +24,10 @@ duration="${BENCH_DURATION_SECS:-10}"
 rounds="${BENCH_ROUNDS:-2}"
 budget=$(( rounds * 9 * (duration + 5) + 300 ))
 
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk (Debian)"
-    [[ "$(id -u)" == 0 ]] || { log "wrk is missing: apt-get install wrk"; exit 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 \
-        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-fi
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5,5n | tail -n 1)"
-[[ -n "${PG_BIN}" ]] && export PATH="${PATH}:${PG_BIN}"
+scripts/ensure-tools.sh wrk postgres
+# pgbench and psql of the server scripts/pg.sh runs (the one place that finds it).
+PG_BIN="$(scripts/pg.sh bindir)"
+export PATH="${PATH}:${PG_BIN}"
 for tool in pgbench psql python3; do
     command -v "${tool}" >/dev/null 2>&1 || { log "${tool} is missing (Debian postgresql, postgresql-client, python3)"; exit 1; }
 done

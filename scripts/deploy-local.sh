@@ -78,7 +78,9 @@ cmd_deploy() {
     local build_args=()
     mapfile -t build_args < <(docker_build_args "$sha")
     if [[ "$IMAGE_TARGET" == host ]]; then
-        # Path 2 of docker/Dockerfile: no image pull needed.
+        # Path 2 of docker/Dockerfile: no image pull needed; the musl target and
+        # musl-tools come from the same installer as `just image`.
+        run scripts/ensure-tools.sh musl
         run cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
         run mkdir -p target/docker
         run cp target/x86_64-unknown-linux-musl/release/tasks-server target/docker/tasks-server

@@ -24,6 +24,9 @@ DATA_ROOT="${STATE_DIR}/data"
 WAIT_SECS="${DOCKER_ENGINE_WAIT_SECS:-60}"
 DEFAULT_SOCK="/var/run/docker.sock"
 
+# shellcheck source=scripts/lib/debian.sh
+source "${ROOT}/scripts/lib/debian.sh"
+
 log() { printf 'docker-engine: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -62,13 +65,10 @@ install_engine() {
         return 0
     fi
     need_root "installing docker.io"
-    command -v apt-get >/dev/null 2>&1 || die "dockerd is missing and apt-get is unavailable; install Docker Engine"
     log "dockerd not found: installing Debian docker.io"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2 || die "apt-get update failed"
     # docker.io pulls in containerd, runc and iptables. /usr/local/bin/docker (a newer
     # client) may already exist and keeps precedence in PATH; both talk to this daemon.
-    apt-get install -y -qq --no-install-recommends docker.io >&2 || die "apt-get install docker.io failed"
+    debian_install docker.io || die "dockerd is missing and installing Debian docker.io failed; install Docker Engine"
     command -v dockerd >/dev/null 2>&1 || die "docker.io installed but dockerd is still missing"
 }
 

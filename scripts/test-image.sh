@@ -91,16 +91,12 @@ missing() {
     finish
 }
 
-# Apt-install a Debian package when its command is missing (root only).
+# shellcheck source=scripts/lib/debian.sh
+source "${ROOT}/scripts/lib/debian.sh"
+# Install a Debian package when its command is missing (root only).
 apt_install() { # apt_install COMMAND PACKAGE
     command -v "$1" >/dev/null 2>&1 && return 0
-    [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1 || return 1
-    say "installing Debian package $2 for $1"
-    if [[ -z "${APT_UPDATED:-}" ]]; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || return 1
-        APT_UPDATED=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >&2 || return 1
+    debian_install "$2" || return 1
     command -v "$1" >/dev/null 2>&1
 }
 
@@ -166,12 +162,11 @@ if [[ -z "${engine_before}" ]] && "${ROOT}/scripts/docker-engine.sh" status >/de
 fi
 say "Docker Engine at ${DOCKER_HOST}"
 
-# The static binary, built on the host (no image can be pulled here).
-if ! rustup target list --installed | grep -qx "${TARGET_TRIPLE}"; then
-    say "adding Rust target ${TARGET_TRIPLE}"
-    rustup target add "${TARGET_TRIPLE}" >&2 || missing "rustup target add ${TARGET_TRIPLE} failed"
-fi
-apt_install musl-gcc musl-tools || missing "musl-gcc (Debian musl-tools) is not installed"
+# The static binary, built on the host (no image can be pulled here): the Rust target
+# and Debian's musl-tools, the same installer as `just image`.
+"${ROOT}/scripts/ensure-tools.sh" musl || missing "the Rust target ${TARGET_TRIPLE} and musl-tools (scripts/ensure-tools.sh musl)"
+# The image runs against a real PostgreSQL (scripts/pg.sh below).
+"${ROOT}/scripts/ensure-tools.sh" postgres || missing "PostgreSQL server binaries (scripts/ensure-tools.sh postgres)"
 
 say "building tasks-server (release, ${TARGET_TRIPLE})"
 if cargo build --release --locked --target "${TARGET_TRIPLE}" -p tasks-server >&2; then

@@ -31,6 +31,12 @@ finish() {
     exit $?
 }
 
+# Both parts need PostgreSQL server binaries (the harness and scripts/pg.sh run them).
+if ! scripts/ensure-tools.sh postgres; then
+    fail "PostgreSQL server binaries available (scripts/ensure-tools.sh postgres)"
+    finish
+fi
+
 # --- 1. explicit tests (cargo prints its own summary line) ----------------------------
 say "explicit robustness tests (cargo test --test robustness)"
 if cargo test --locked -p tasks-server --test robustness -- --include-ignored; then
