@@ -77,6 +77,8 @@ need() {
 }
 PY="$ROOT/.tools/venv/bin/python"
 [[ -x "$PY" ]] || PY=python3
+# The Python parts of the checks (splitting renders, CRD schemas, checkov skips and figures).
+CHART_CHECKS="$ROOT/scripts/lib/chart_checks.py"
 
 # Values files that must render: the overlays, and the CI files that are not bad-*.
 declare -A VALUES=()
@@ -132,66 +134,13 @@ done
 # split_docs IN OUTDIR: one file per rendered resource, named kind-name.yaml; prints
 # the kinds with no bundled schema (CRDs) to OUTDIR/crds.list.
 split_docs() {
-  "$PY" - "$1" "$2" <<'PY'
-import os, sys, yaml
-src, out = sys.argv[1], sys.argv[2]
-os.makedirs(out, exist_ok=True)
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("gateway.networking.k8s.io/v1", "HTTPRoute")}
-crds = []
-with open(src) as f:
-    docs = [d for d in yaml.safe_load_all(f) if d]
-for d in docs:
-    name = f"{d['kind'].lower()}-{d['metadata']['name']}.yaml"
-    with open(os.path.join(out, name), "w") as f:
-        yaml.safe_dump(d, f, sort_keys=False)
-    if (d["apiVersion"], d["kind"]) in CRDS:
-        crds.append(name)
-with open(os.path.join(out, "crds.list"), "w") as f:
-    f.write("".join(c + "\n" for c in crds))
-PY
+  "$PY" "$CHART_CHECKS" split-docs "$1" "$2"
 }
 
 # CRD kinds: no schema ships with kubernetes-validate, so they are checked against a
 # strict schema of exactly the fields the chart renders (names as in the upstream CRDs).
 validate_crds() { # validate_crds DIR
-  "$PY" - "$1" <<'PY'
-import os, sys, yaml, jsonschema
-d = sys.argv[1]
-s = lambda **k: {"type": "string", **k}
-def o(props, req=(), extra=False):
-    return {"type": "object", "properties": props, "required": list(req), "additionalProperties": extra}
-meta = o({"name": s(), "namespace": s(), "labels": {"type": "object"}, "annotations": {"type": "object"}}, ["name", "namespace"])
-port = {"type": "integer", "minimum": 1, "maximum": 65535}
-schemas = {
-  "ServiceMonitor": o({"apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "ServiceMonitor"}, "metadata": meta,
-    "spec": o({
-      "selector": o({"matchLabels": {"type": "object", "additionalProperties": s()}}, ["matchLabels"]),
-      "namespaceSelector": o({"matchNames": {"type": "array", "items": s()}}),
-      "endpoints": {"type": "array", "minItems": 1, "items": o({
-          "port": s(), "path": s(pattern="^/"), "scheme": {"enum": ["http", "https"]},
-          "interval": s(pattern="^[0-9]+(ms|s|m|h)$"), "scrapeTimeout": s(pattern="^[0-9]+(ms|s|m|h)$")}, ["port"])},
-    }, ["selector", "endpoints"])}, ["apiVersion", "kind", "metadata", "spec"]),
-  "HTTPRoute": o({"apiVersion": {"const": "gateway.networking.k8s.io/v1"}, "kind": {"const": "HTTPRoute"}, "metadata": meta,
-    "spec": o({
-      "parentRefs": {"type": "array", "minItems": 1, "items": o({"group": s(), "kind": s(), "name": s(minLength=1),
-          "namespace": s(), "sectionName": s(), "port": port}, ["name"])},
-      "hostnames": {"type": "array", "items": s()},
-      "rules": {"type": "array", "minItems": 1, "items": o({
-          "matches": {"type": "array", "items": o({"path": o({"type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]}, "value": s(pattern="^/")}, ["type", "value"])})},
-          "backendRefs": {"type": "array", "minItems": 1, "items": o({"name": s(minLength=1), "port": port}, ["name", "port"])}})},
-    }, ["parentRefs", "rules"])}, ["apiVersion", "kind", "metadata", "spec"]),
-}
-bad = 0
-for name in open(os.path.join(d, "crds.list")).read().split():
-    doc = yaml.safe_load(open(os.path.join(d, name)))
-    errs = list(jsonschema.Draft7Validator(schemas[doc["kind"]]).iter_errors(doc))
-    for e in errs:
-        print(f"{name}: {'/'.join(map(str, e.absolute_path))}: {e.message}")
-    bad += len(errs)
-    if not errs:
-        print(f"{name}: {doc['kind']} {doc['apiVersion']} matches the strict CRD-field schema")
-sys.exit(1 if bad else 0)
-PY
+  "$PY" "$CHART_CHECKS" validate-crds "$1"
 }
 
 # validate_k8s DIR VERSION: every non-CRD resource, strictly.
@@ -247,33 +196,7 @@ fi
 # annotate_skips NAME SRCDIR DSTDIR: copy the rendered files, adding checkov skip
 # annotations to the resources the skip file's filters match.
 annotate_skips() {
-  "$PY" - "$1" "$2" "$3" "$SKIPS_FILE" <<'PY'
-import os, sys, yaml
-name, src, dst, skips_file = sys.argv[1:5]
-skips = yaml.safe_load(open(skips_file))["skips"]
-for s in skips:
-    assert s.get("check") and s.get("reason", "").strip(), f"skip without check id or reason: {s}"
-os.makedirs(dst, exist_ok=True)
-applied = 0
-for fn in sorted(os.listdir(src)):
-    if not fn.endswith(".yaml"):
-        continue
-    doc = yaml.safe_load(open(os.path.join(src, fn)))
-    comp = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component")
-    n = 0
-    for s in skips:
-        if "overlays" in s and name not in s["overlays"]: continue
-        if "kinds" in s and doc["kind"] not in s["kinds"]: continue
-        if "components" in s and comp not in s["components"]: continue
-        n += 1
-        reason = " ".join(s["reason"].split()).replace("=", ":")
-        doc["metadata"].setdefault("annotations", {})[f"checkov.io/skip{n}"] = f"{s['check']}={reason}"
-        print(f"skip {s['check']} on {doc['kind']}/{doc['metadata']['name']}")
-        applied += 1
-    with open(os.path.join(dst, fn), "w") as f:
-        yaml.safe_dump(doc, f, sort_keys=False)
-print(f"{applied} skip annotations applied")
-PY
+  "$PY" "$CHART_CHECKS" annotate-skips "$1" "$2" "$3" "$SKIPS_FILE"
 }
 
 # checkov_scan NAME DIR: run checkov, print its figures, fail on any failed check.
@@ -281,25 +204,7 @@ checkov_scan() {
   local n="$1" dir="$2"
   checkov -d "$dir" --framework kubernetes --quiet --compact --skip-download -o json \
     >"$WORK/checkov-$n.json" 2>"$WORK/checkov-$n.err"
-  "$PY" - "$WORK/checkov-$n.json" <<'PY'
-import json, sys
-data = json.load(open(sys.argv[1]))
-reports = data if isinstance(data, list) else [data]
-failed = 0
-for r in reports:
-    s = r.get("summary", {})
-    print(f"checkov: passed={s.get('passed')} failed={s.get('failed')} skipped={s.get('skipped')} "
-          f"parsing_errors={s.get('parsing_errors')} resources={s.get('resource_count')}")
-    res = r.get("results", {})
-    for c in res.get("failed_checks", []):
-        print(f"  FAILED {c['check_id']} {c['check_name']} :: {c['resource']}")
-    for c in res.get("skipped_checks", []):
-        print(f"  skipped {c['check_id']} :: {c['resource']}")
-    failed += s.get("failed", 0) + s.get("parsing_errors", 0)
-    if not s.get("passed"):
-        failed += 1
-sys.exit(1 if failed else 0)
-PY
+  "$PY" "$CHART_CHECKS" checkov-summary "$WORK/checkov-$n.json"
 }
 
 for n in "${NAMES[@]}"; do
@@ -390,9 +295,7 @@ if need helm "kubeVersion gate"; then
 fi
 
 # The JSON schema itself must be valid JSON Schema (draft-07).
-run "values.schema.json is a valid draft-07 JSON schema" "$PY" -c '
-import json, sys, jsonschema
-jsonschema.Draft7Validator.check_schema(json.load(open(sys.argv[1])))' "$CHART/values.schema.json"
+run "values.schema.json is a valid draft-07 JSON schema" "$PY" "$CHART_CHECKS" check-schema "$CHART/values.schema.json"
 
 echo
 if [[ $failed -gt 0 ]]; then

@@ -165,14 +165,7 @@ cat "${WORK}/st.log"
 if [[ -s "${REPORT}/junit.xml" ]]; then
     while IFS=$'\t' read -r verdict name detail; do
         if [[ "${verdict}" == ok ]]; then pass "schemathesis ${name}"; else fail "schemathesis ${name}" "${detail}"; fi
-    done < <("${PYTHON}" - "${REPORT}/junit.xml" <<'PY'
-import sys, xml.etree.ElementTree as ET
-for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
-    bad = next((e for e in case if e.tag in ("failure", "error")), None)
-    detail = "" if bad is None else ((bad.get("message") or bad.text or "").strip().splitlines() or [""])[0][:300]
-    print("ok" if bad is None else "bad", case.get("name"), detail, sep="\t")
-PY
-)
+    done < <("${PYTHON}" scripts/lib/junit_results.py "${REPORT}/junit.xml")
 fi
 if [[ ${st_status} -eq 0 ]]; then
     pass "schemathesis run: no failures"

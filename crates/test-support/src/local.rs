@@ -326,10 +326,10 @@ fn find_bindir() -> Result<PathBuf, String> {
         return Ok(PathBuf::from(dir));
     }
     Err(format!(
-        "PostgreSQL server binaries not found: the integration tests need them and never \
-         skip. scripts/pg.sh bindir said: {}. Install them (Debian/Ubuntu: `apt-get install \
-         -y postgresql`, as root), or set PG_BINDIR to a directory holding them, or set {} \
-         to a server where the role may CREATE DATABASE.",
+        "the integration tests need PostgreSQL server binaries and never skip; \
+         `scripts/pg.sh bindir` failed ({}): {} (or set {} to a server where the role may \
+         CREATE DATABASE)",
+        out.status,
         String::from_utf8_lossy(&out.stderr).trim(),
         crate::DATABASE_URL_ENV
     ))
