@@ -40,6 +40,7 @@ unset BENCH_IMAGE_REF
 export BENCH_IMAGE_NOTE="Docker not available"
 MUSL_BIN="target/x86_64-unknown-linux-musl/release/tasks-server"
 if [[ "${BENCH_IMAGE:-}" == 1 ]]; then
+    scripts/ensure-tools.sh musl
     cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
 fi
 if command -v docker >/dev/null 2>&1 && [[ -x "${MUSL_BIN}" ]]; then

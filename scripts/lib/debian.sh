@@ -23,8 +23,9 @@ debian_install() {
     printf 'debian: apt-get install %s\n' "$what" >&2
     (
         # One apt-get at a time: dpkg's own lock fails a second caller instead of waiting.
-        if command -v flock >/dev/null 2>&1; then
-            exec 9>/var/lock/tasks-apt.lock && flock -w 900 9
+        if command -v flock >/dev/null 2>&1 && [[ -d /var/lock && -w /var/lock ]]; then
+            exec 9>/var/lock/tasks-apt.lock
+            flock -w 900 9 || printf 'debian: waited 900s for another apt-get; trying anyway\n' >&2
         fi
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -qq --no-install-recommends "$@" >&2 2>/dev/null && exit 0
