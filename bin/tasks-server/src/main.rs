@@ -1,17 +1,11 @@
-//! `tasks-server`: the task tracking API. See the README for the runtime contract.
-
-mod api;
-mod probe;
-mod server;
-mod settings;
+//! `tasks-server`: the command line of the task tracking API. The service itself is the
+//! library's [`tasks_server::Application`]; docs/architecture.md has the runtime contract.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-
-/// `service.name` of traces and the `build_info` metric.
-const SERVICE_NAME: &str = "tasks-server";
+use tasks_server::{Application, IDENTITY, probe, settings};
 
 /// Version and git revision, as `--version` prints them.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GIT_REVISION"), ")");
@@ -85,7 +79,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Openapi => {
-            println!("{}", api::openapi::document());
+            println!("{}", tasks_server::openapi_document());
             ExitCode::SUCCESS
         }
         Command::CheckConfig => check_config(),
@@ -93,16 +87,20 @@ fn main() -> ExitCode {
             let pool_settings = loaded
                 .value
                 .pool_settings(&loaded.origin("database.password"));
-            let applied = tasks_storage::migrate::run_locked(
+            let applied = tasks_postgres::migrate::run_locked(
                 &pool_settings,
                 tasks_storage::embedded::runner(),
-                server::MIGRATION_SCOPE,
+                tasks_server::MIGRATION_SCOPE,
             )
             .await?;
             tracing::info!(applied = ?applied.applied, "migrations complete");
             Ok(())
         }),
-        Command::Serve => run(server::serve),
+        Command::Serve => run(|loaded| async move {
+            Application::build(&loaded.value, &loaded.origin("database.password"))?
+                .run_until_stopped()
+                .await
+        }),
     }
 }
 
@@ -128,39 +126,7 @@ where
     F: FnOnce(tasks_config::Loaded<settings::Settings>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let loaded = match settings::load() {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(2);
-        }
-    };
-    let telemetry = match tasks_telemetry::init(&loaded.value.log, SERVICE_NAME) {
-        Ok(telemetry) => telemetry,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(2);
-        }
-    };
-    tasks_telemetry::metrics::global().set_build_info(
-        SERVICE_NAME,
-        env!("CARGO_PKG_VERSION"),
-        env!("GIT_REVISION"),
-    );
-    let effective: serde_json::Map<String, serde_json::Value> = loaded
-        .effective()
-        .into_iter()
-        .map(|(k, v, _)| (k, v))
-        .collect();
-    tracing::info!(version = VERSION, config = %serde_json::Value::Object(effective), "starting");
-    tracing::info!(spans_exported = telemetry.exporting(), "telemetry ready");
-    let outcome = actix_web::rt::System::new().block_on(body(loaded));
-    telemetry.shutdown();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "exiting on error");
-            ExitCode::FAILURE
-        }
-    }
+    tasks_runtime::run_process(&IDENTITY, settings::load(), |s| &s.log, |loaded| async move {
+        body(loaded).await.map_err(|error| format!("{error:#}"))
+    })
 }

@@ -1,8 +1,8 @@
 //! Liveness and readiness for services on Kubernetes.
 //!
-//! A [`Health`] registry holds named asynchronous checks of two kinds: [`Kind::Liveness`]
+//! A [`Health`] registry holds named asynchronous checks for two probes: [`Probe::Liveness`]
 //! (is this process able to make progress? never an external system) and
-//! [`Kind::Readiness`] (should traffic come here now? dependencies count). Each check has
+//! [`Probe::Readiness`] (should traffic come here now? dependencies count). Each check has
 //! a timeout and a short result cache, so a storm of probes costs a dependency at most one
 //! call per cache period; concurrent probes share one in-flight call.
 //!
@@ -13,17 +13,17 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tasks_health::{Health, Kind};
+//! use tasks_health::{CheckOptions, Health, Probe};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let health = Health::new();
-//! health.register("cache", Kind::Readiness, Duration::from_secs(1), Duration::from_millis(500), || async {
+//! health.register("cache", CheckOptions::readiness().cache_for(Duration::from_millis(500)), || async {
 //!     Ok::<(), String>(()) // e.g. ping the cache
 //! });
-//! assert!(health.report(Kind::Readiness).await.is_ok());
+//! assert!(health.report(Probe::Readiness).await.is_ok());
 //! health.begin_shutdown();
-//! assert!(!health.report(Kind::Readiness).await.is_ok());
-//! assert!(health.report(Kind::Liveness).await.is_ok());
+//! assert!(!health.report(Probe::Readiness).await.is_ok());
+//! assert!(health.report(Probe::Liveness).await.is_ok());
 //! # });
 //! ```
 //!
@@ -47,7 +47,7 @@ use tokio::sync::Mutex;
 
 /// Which probe a check answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum Probe {
     /// `/livez`: failing restarts the container, so never depend on external systems.
     Liveness,
     /// `/readyz`: failing removes the pod from load balancing.
@@ -56,9 +56,54 @@ pub enum Kind {
 
 type CheckFn = dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync;
 
+/// How a check runs: the probe it answers, how long one run may take (a timeout is a
+/// failure), and how long its result is reused (concurrent probes share one run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// The probe this check answers.
+    pub probe: Probe,
+    /// Bound on one run of the check.
+    pub timeout: Duration,
+    /// How long a result is reused before the check runs again.
+    pub cache_for: Duration,
+}
+
+impl CheckOptions {
+    /// A readiness check with a one-second timeout and no caching.
+    #[must_use]
+    pub const fn readiness() -> Self {
+        Self {
+            probe: Probe::Readiness,
+            timeout: Duration::from_secs(1),
+            cache_for: Duration::ZERO,
+        }
+    }
+
+    /// A liveness check with a one-second timeout and no caching.
+    #[must_use]
+    pub const fn liveness() -> Self {
+        Self {
+            probe: Probe::Liveness,
+            ..Self::readiness()
+        }
+    }
+
+    /// The same options with another timeout.
+    #[must_use]
+    pub const fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// The same options with another cache period.
+    #[must_use]
+    pub const fn cache_for(self, cache_for: Duration) -> Self {
+        Self { cache_for, ..self }
+    }
+}
+
 struct Check {
     name: String,
-    kind: Kind,
+    probe: Probe,
     timeout: Duration,
     cache_for: Duration,
     run: Box<CheckFn>,
@@ -87,7 +132,7 @@ pub enum Status {
     Fail,
 }
 
-/// The results of every check of one kind.
+/// The results of every check answering one probe.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Report {
     /// `ok` when every check passed.
@@ -129,16 +174,10 @@ impl Health {
         Self::default()
     }
 
-    /// Registers a check. `timeout` bounds each run (a timeout is a failure);
-    /// results are reused for `cache_for`, and concurrent callers share one run.
-    pub fn register<F, Fut, E>(
-        &self,
-        name: &str,
-        kind: Kind,
-        timeout: Duration,
-        cache_for: Duration,
-        check: F,
-    ) where
+    /// Registers a check under `name` (replacing one of the same name), answering the
+    /// probe and with the timing `options` give.
+    pub fn register<F, Fut, E>(&self, name: &str, options: CheckOptions, check: F)
+    where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display,
@@ -149,9 +188,9 @@ impl Health {
         });
         let check = Arc::new(Check {
             name: name.to_owned(),
-            kind,
-            timeout,
-            cache_for,
+            probe: options.probe,
+            timeout: options.timeout,
+            cache_for: options.cache_for,
             run,
             last: Mutex::new(None),
         });
@@ -172,16 +211,16 @@ impl Health {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Runs (or reuses cached results of) every check of `kind`, concurrently.
-    pub async fn report(&self, kind: Kind) -> Report {
+    /// Runs (or reuses cached results of) every check answering `probe`, concurrently.
+    pub async fn report(&self, probe: Probe) -> Report {
         let checks: Vec<Arc<Check>> = match self.checks.read() {
-            Ok(checks) => checks.iter().filter(|c| c.kind == kind).cloned().collect(),
+            Ok(checks) => checks.iter().filter(|c| c.probe == probe).cloned().collect(),
             Err(_) => Vec::new(),
         };
         let results = futures_util::future::join_all(checks.iter().map(|c| run_check(c))).await;
         let mut map: BTreeMap<String, CheckResult> =
             checks.iter().map(|c| c.name.clone()).zip(results).collect();
-        if kind == Kind::Readiness && self.is_shutting_down() {
+        if probe == Probe::Readiness && self.is_shutting_down() {
             map.insert(
                 SHUTDOWN_CHECK.to_owned(),
                 CheckResult {
@@ -247,13 +286,13 @@ fn respond(report: &Report) -> HttpResponse {
 
 /// `GET /livez`: liveness checks; `200` or `503`. Needs `web::Data<Health>`.
 pub async fn livez(health: web::Data<Health>) -> HttpResponse {
-    respond(&health.report(Kind::Liveness).await)
+    respond(&health.report(Probe::Liveness).await)
 }
 
 /// `GET /readyz`: readiness checks and the shutdown flag; `200` or `503`.
 /// Needs `web::Data<Health>`.
 pub async fn readyz(health: web::Data<Health>) -> HttpResponse {
-    respond(&health.report(Kind::Readiness).await)
+    respond(&health.report(Probe::Readiness).await)
 }
 
 /// Mounts `/livez` and `/readyz` (for `App::configure`).
@@ -270,28 +309,24 @@ mod tests {
 
     use super::*;
 
-    const SEC: Duration = Duration::from_secs(1);
-
     #[tokio::test]
     async fn failing_and_timed_out_checks_fail_the_report() {
         let health = Health::new();
-        health.register("ok", Kind::Readiness, SEC, Duration::ZERO, || async {
+        health.register("ok", CheckOptions::readiness(), || async {
             Ok::<(), String>(())
         });
-        health.register("broken", Kind::Readiness, SEC, Duration::ZERO, || async {
+        health.register("broken", CheckOptions::readiness(), || async {
             Err::<(), _>("db down")
         });
         health.register(
             "slow",
-            Kind::Readiness,
-            Duration::from_millis(20),
-            Duration::ZERO,
+            CheckOptions::readiness().timeout(Duration::from_millis(20)),
             || async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Ok::<(), String>(())
             },
         );
-        let report = health.report(Kind::Readiness).await;
+        let report = health.report(Probe::Readiness).await;
         assert_eq!(report.status, Status::Fail);
         assert_eq!(report.checks["ok"].status, Status::Ok);
         assert_eq!(report.checks["broken"].error.as_deref(), Some("db down"));
@@ -302,7 +337,7 @@ mod tests {
                 .is_some_and(|e| e.contains("timed out"))
         );
         assert!(
-            health.report(Kind::Liveness).await.is_ok(),
+            health.report(Probe::Liveness).await.is_ok(),
             "readiness checks never affect liveness"
         );
     }
@@ -314,9 +349,7 @@ mod tests {
         let counter = calls.clone();
         health.register(
             "db",
-            Kind::Readiness,
-            SEC,
-            Duration::from_secs(60),
+            CheckOptions::readiness().cache_for(Duration::from_secs(60)),
             move || {
                 let counter = counter.clone();
                 async move {
@@ -326,7 +359,7 @@ mod tests {
                 }
             },
         );
-        let probes = (0..20).map(|_| health.report(Kind::Readiness));
+        let probes = (0..20).map(|_| health.report(Probe::Readiness));
         futures_util::future::join_all(probes).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
@@ -336,19 +369,19 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let health = Health::new();
         let counter = calls.clone();
-        health.register("db", Kind::Readiness, SEC, Duration::ZERO, move || {
+        health.register("db", CheckOptions::readiness(), move || {
             counter.fetch_add(1, Ordering::SeqCst);
             async { Ok::<(), String>(()) }
         });
-        health.report(Kind::Readiness).await;
-        health.report(Kind::Readiness).await;
+        health.report(Probe::Readiness).await;
+        health.report(Probe::Readiness).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[actix_web::test]
     async fn handlers_answer_json_with_status_codes() {
         let health = Health::new();
-        health.register("self", Kind::Liveness, SEC, Duration::ZERO, || async {
+        health.register("self", CheckOptions::liveness(), || async {
             Ok::<(), String>(())
         });
         let app = test::init_service(

@@ -1,10 +1,10 @@
 //! The graceful drain of a service behind Kubernetes endpoints.
 //!
-//! On SIGTERM (or SIGINT) [`drain_on_signal`] fails readiness at once, keeps serving for
+//! On the first stop request (SIGTERM, SIGINT or a [`StopHandle`]) [`drain`] fails readiness at once, keeps serving for
 //! the drain delay while endpoints stop routing here, then stops the servers gracefully:
 //! they stop accepting and give in-flight requests their shutdown timeout. While draining,
 //! [`close_when_draining`] marks every response `Connection: close`, so keep-alive
-//! connections cannot hold the drain open. A second signal means hurry: it skips the rest of the
+//! connections cannot hold the drain open. A second request means hurry: it skips the rest of the
 //! delay and stops the servers without waiting for in-flight requests.
 //! A shell-less image cannot run a `preStop: sleep`, so the process owns the drain.
 
@@ -16,6 +16,7 @@ use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
 use actix_web::web;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 use crate::Health;
 
@@ -45,7 +46,7 @@ impl Default for ShutdownSettings {
 }
 
 impl ShutdownSettings {
-    /// The drain delay to pass to [`drain_on_signal`].
+    /// The drain delay to pass to [`drain`].
     #[must_use]
     pub fn drain_delay(&self) -> Duration {
         Duration::from_secs(self.drain_delay_secs)
@@ -70,32 +71,99 @@ pub async fn close_when_draining(
     Ok(res)
 }
 
-/// Waits for SIGTERM or SIGINT, then drains: readiness fails, traffic is served for
+/// Where stop requests come from: SIGTERM and SIGINT once [`StopRequests::listen_for_signals`]
+/// is called, and every [`StopHandle`] (tests and embedding programs stop a service without
+/// signalling the whole process). The first request starts the drain, a second one hurries it.
+#[derive(Debug)]
+pub struct StopRequests {
+    sender: mpsc::UnboundedSender<&'static str>,
+    receiver: mpsc::UnboundedReceiver<&'static str>,
+}
+
+impl Default for StopRequests {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self { sender, receiver }
+    }
+}
+
+impl StopRequests {
+    /// No requests yet, and no signal handlers installed.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A handle that asks for a stop as SIGTERM would.
+    #[must_use]
+    pub fn handle(&self) -> StopHandle {
+        StopHandle {
+            sender: self.sender.clone(),
+        }
+    }
+
+    /// Turns SIGTERM and SIGINT into stop requests, from a task on the current runtime.
+    ///
+    /// # Errors
+    /// The signal handlers cannot be installed.
+    pub fn listen_for_signals(&self) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let sender = self.sender.clone();
+        Ok(tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                if sender.send(name).is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+
+    async fn next(&mut self) -> &'static str {
+        // The receiver holds a sender of its own, so the channel never closes.
+        self.receiver.recv().await.unwrap_or("stop handle")
+    }
+}
+
+/// Asks a service to stop, as SIGTERM would: the drain runs in full. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    sender: mpsc::UnboundedSender<&'static str>,
+}
+
+impl StopHandle {
+    /// Requests the stop; a second request skips the rest of the drain.
+    pub fn stop(&self) {
+        // The service has already stopped when nobody receives: nothing to do.
+        let _ = self.sender.send("stop handle");
+    }
+}
+
+/// Waits for the first stop request, then drains: readiness fails, traffic is served for
 /// `drain_delay`, then each server in `servers` is stopped gracefully, in order (put the
-/// API first and the admin listener last, so probes keep answering until the end).
-/// Build the servers with `disable_signals()` and their `shutdown_timeout`.
-pub async fn drain_on_signal(health: Health, drain_delay: Duration, servers: Vec<ServerHandle>) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; the process will not drain on SIGTERM");
-        return;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
+/// API first and the admin listener last, so probes keep answering until the end). A
+/// second request during the delay stops them at once, without waiting for in-flight
+/// requests. Build the servers with `disable_signals()` and their `shutdown_timeout`.
+pub async fn drain(
+    health: Health,
+    drain_delay: Duration,
+    servers: Vec<ServerHandle>,
+    mut requests: StopRequests,
+) {
+    let reason = requests.next().await;
     health.begin_shutdown();
     tracing::info!(
-        signal = name,
+        signal = reason,
         drain_delay_secs = drain_delay.as_secs(),
         "shutdown requested; draining"
     );
     let forced = tokio::select! {
         () = tokio::time::sleep(drain_delay) => false,
-        _ = term.recv() => true,
-        _ = int.recv() => true,
+        _ = requests.next() => true,
     };
     tracing::info!(
         forced,

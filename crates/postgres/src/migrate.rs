@@ -67,7 +67,7 @@ pub async fn run_locked(
     })
 }
 
-/// What [`until_current`] does about pending migrations.
+/// What [`bring_schema_current`] does about pending migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// Apply them with [`run_locked`].
@@ -82,7 +82,7 @@ pub enum Strategy {
 /// PostgreSQL. Each failed attempt is logged as a warning. Returns `true` once the schema
 /// is current, or `false` as soon as `stop()` says to give up (say, on shutdown).
 /// `runner` makes a fresh runner per attempt.
-pub async fn until_current(
+pub async fn bring_schema_current(
     settings: &PoolSettings,
     runner: impl Fn() -> Runner,
     scope: &str,

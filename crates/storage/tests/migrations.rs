@@ -4,7 +4,7 @@
 
 mod common;
 
-use tasks_storage::migrate::{pending, run_locked};
+use tasks_postgres::migrate::{pending, run_locked};
 
 #[tokio::test]
 async fn fresh_database_gets_every_migration_and_a_rerun_changes_nothing() {
@@ -70,16 +70,16 @@ async fn unreachable_database_is_reported_as_unavailable() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, tasks_storage::StorageError::Unavailable(_)),
+        matches!(error, tasks_postgres::Error::Unavailable(_)),
         "{error}"
     );
 }
 
 #[tokio::test]
-async fn until_current_waits_for_another_migrator_then_applies_itself() {
+async fn bring_schema_current_waits_for_another_migrator_then_applies_itself() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tasks_storage::migrate::{Strategy, until_current};
+    use tasks_postgres::migrate::{Strategy, bring_schema_current};
 
     let db = tasks_test_support::fresh_database().await;
     let settings = common::settings(&db);
@@ -87,7 +87,7 @@ async fn until_current_waits_for_another_migrator_then_applies_itself() {
     // Waiting for someone else on an empty schema keeps retrying until told to stop.
     let checks = Arc::new(AtomicUsize::new(0));
     let counted = checks.clone();
-    let current = until_current(
+    let current = bring_schema_current(
         &settings,
         tasks_storage::embedded::runner,
         "t",
@@ -109,7 +109,7 @@ async fn until_current_waits_for_another_migrator_then_applies_itself() {
 
     // Applying brings the schema current at once; waiting then succeeds too.
     assert!(
-        until_current(
+        bring_schema_current(
             &settings,
             tasks_storage::embedded::runner,
             "t",
@@ -125,7 +125,7 @@ async fn until_current_waits_for_another_migrator_then_applies_itself() {
             .is_empty()
     );
     assert!(
-        until_current(
+        bring_schema_current(
             &settings,
             tasks_storage::embedded::runner,
             "t",
