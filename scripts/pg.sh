@@ -33,8 +33,9 @@
 # o+x (search, not read). The log is DATADIR.log (a sibling file); the local socket is
 # in DATADIR when its path is short enough.
 # Environment: PGPASSWORD_TASKS, PG_ROLE, PG_SUPERUSER, PG_WAIT_SECS (default 60),
-# PG_DURABLE (default 1; 0 = throwaway: initdb --no-sync, fsync and full_page_writes
-# off), PG_EXTRA_OPTS (extra server options, e.g. "-c max_connections=300"),
+# PG_DURABLE (default 1; 0 = fsync and full_page_writes off: an OS crash may lose data),
+# PG_THROWAWAY=1 (the cluster is deleted after use: initdb and the role setup skip
+# syncing to disk), PG_EXTRA_OPTS (extra server options, e.g. "-c max_connections=300"),
 # PG_DEBIAN_DIR (default /usr/lib/postgresql; a test of the missing-server path moves it).
 set -euo pipefail
 
@@ -146,19 +147,19 @@ init_cluster() { # init_cluster BINDIR DATADIR LOGFILE
     local bindir="$1" datadir="$2" logfile="$3" password
     password="${PGPASSWORD_TASKS:-tasks-dev}"
     [[ "${password}" != *$'\n'* ]] || die "PGPASSWORD_TASKS must not contain a newline"
-    local attributes="LOGIN CREATEDB" sync=()
+    local attributes="LOGIN CREATEDB" initdb_sync=() single_sync=()
     [[ "${PG_SUPERUSER:-}" != 1 ]] || attributes="LOGIN SUPERUSER"
     # A throwaway cluster need not be on disk before the server starts.
-    [[ "${PG_DURABLE:-1}" != 0 ]] || sync=(--no-sync)
+    if [[ "${PG_THROWAWAY:-}" == 1 ]]; then initdb_sync=(--no-sync); single_sync=(-c fsync=off); fi
     log "initialising ${datadir} ($("${bindir}/postgres" --version))"
     # The bootstrap superuser is the OS user; it logs in only over the local socket (peer).
     as_owner "${bindir}/initdb" -D "${datadir}" --encoding=UTF8 --locale=C.UTF-8 \
-        --auth-local=peer --auth-host=scram-sha-256 "${sync[@]}" >>"${logfile}" 2>&1 \
+        --auth-local=peer --auth-host=scram-sha-256 "${initdb_sync[@]}" >>"${logfile}" 2>&1 \
         || { tail -n 20 "${logfile}" >&2; die "initdb failed for ${datadir}"; }
     # Create the application role and database in single-user mode: no socket, no
     # password on any command line.
     # One statement per line (single-user mode ends a command at a newline).
-    as_owner "${bindir}/postgres" --single -D "${datadir}" postgres >>"${logfile}" 2>&1 <<SQL \
+    as_owner "${bindir}/postgres" --single -D "${datadir}" "${single_sync[@]}" postgres >>"${logfile}" 2>&1 <<SQL \
         || { tail -n 20 "${logfile}" >&2; die "creating role ${ROLE} and database tasks failed"; }
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE ${ROLE} ${attributes} PASSWORD $(sql_literal "${password}");

@@ -212,6 +212,8 @@ impl LocalServer {
                 .env("PG_ROLE", &self.user)
                 .env("PG_SUPERUSER", "1")
                 .env("PG_DURABLE", if self.durable { "1" } else { "0" })
+                // Its directory is removed after use: no need to sync the new cluster.
+                .env("PG_THROWAWAY", "1")
                 .env("PG_EXTRA_OPTS", SERVER_OPTIONS);
             if let Some(password) = password {
                 // The environment, not the command line: other users cannot read it.
