@@ -314,12 +314,13 @@ impl<T> Loaded<T> {
         }
     }
 
-    /// `Ok(self)` when `problems` is empty, otherwise all of them as one error: the way
-    /// a service adds its own rules after [`Loader::load`].
+    /// Rejects the configuration if any of `problems` (found by the service's own rules
+    /// after [`Loader::load`]) is there: `Ok(self)` when `problems` is empty, otherwise
+    /// all of them as one error.
     ///
     /// # Errors
     /// [`ConfigErrors`] holding `problems`.
-    pub fn checked(self, problems: Vec<Problem>) -> Result<Self, ConfigErrors> {
+    pub fn reject_if_any(self, problems: Vec<Problem>) -> Result<Self, ConfigErrors> {
         if problems.is_empty() {
             Ok(self)
         } else {

@@ -289,7 +289,7 @@ fn service_rules_become_problems_naming_the_origin() {
         loaded.problem("http.port", "must be at least 1024"),
         loaded.problem("http.host", "must not be a wildcard"),
     ];
-    let errors = loaded.checked(problems).expect_err("two problems");
+    let errors = loaded.reject_if_any(problems).expect_err("two problems");
     let text = errors.to_string();
     assert!(
         text.contains("http.port: must be at least 1024 (from APP_HTTP__PORT)"),
@@ -304,7 +304,7 @@ fn service_rules_become_problems_naming_the_origin() {
 fn no_service_problems_keeps_the_loaded_value() {
     let loaded = load(&[])
         .expect("loads")
-        .checked(Vec::new())
+        .reject_if_any(Vec::new())
         .expect("no problems");
     assert_eq!(loaded.value.http.port, 8080);
 }

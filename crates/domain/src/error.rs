@@ -3,7 +3,7 @@ use std::error::Error as StdError;
 use serde::Serialize;
 
 /// One invalid input field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
     /// The field's name (a JSON member or a query parameter).
     pub field: String,

@@ -27,7 +27,10 @@ mod task;
 
 pub use cursor::{CURSOR_PATTERN, Cursor};
 pub use error::{DomainError, FieldError, RepositoryError};
-pub use idempotency::{Claim, IdempotencyStore, StoredResponse};
+pub use idempotency::{
+    Claim, IDEMPOTENCY_KEY_MAX_LEN, IDEMPOTENCY_KEY_PATTERN, IdempotencyStore, RecordedAnswer,
+    is_valid_idempotency_key,
+};
 pub use repository::{DeleteOutcome, TaskRepository, UpdateOutcome};
-pub use service::{ListQuery, Page, Precondition, TaskService};
+pub use service::{DEFAULT_PAGE_LIMIT, ListQuery, MAX_PAGE_LIMIT, Page, Precondition, TaskService};
 pub use task::{DESCRIPTION_MAX_CHARS, NewTask, Status, TITLE_MAX_CHARS, Task, TaskPatch};

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{ListQuery, RepositoryError, StoredResponse, Task, TaskPatch};
+use crate::{ListQuery, RecordedAnswer, RepositoryError, Task, TaskPatch};
 
 /// What an update did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,16 +33,16 @@ pub trait TaskRepository: Send + Sync {
     /// Stores a new task.
     async fn insert(&self, task: &Task) -> Result<(), RepositoryError>;
 
-    /// Stores a new task and, atomically with it, records `response` as the answer to the
+    /// Stores a new task and, atomically with it, records `answer` as the answer to the
     /// claimed, still unanswered idempotency `key` ([`crate::IdempotencyStore::claim`]):
-    /// both happen or neither, so a retry either replays this response or finds no task
+    /// both happen or neither, so a retry either replays this answer or finds no task
     /// created. Returns `false`, storing nothing, when the key has no unanswered claim
     /// any more (another request with the same key was answered first).
-    async fn insert_answering(
+    async fn insert_with_answer(
         &self,
         task: &Task,
         key: &str,
-        response: &StoredResponse,
+        answer: &RecordedAnswer,
     ) -> Result<bool, RepositoryError>;
 
     /// The task with this id.

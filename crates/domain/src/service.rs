@@ -5,21 +5,21 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    Cursor, DeleteOutcome, DomainError, FieldError, NewTask, Status, StoredResponse, Task,
+    Cursor, DeleteOutcome, DomainError, FieldError, NewTask, RecordedAnswer, Status, Task,
     TaskPatch, TaskRepository, UpdateOutcome,
 };
 
-/// Default page size.
-pub const DEFAULT_LIMIT: u32 = 20;
-/// Largest page size.
-pub const MAX_LIMIT: u32 = 100;
+/// Page size of a list request that names no `limit`.
+pub const DEFAULT_PAGE_LIMIT: u32 = 20;
+/// Largest page size a list request may ask for (the smallest is 1).
+pub const MAX_PAGE_LIMIT: u32 = 100;
 
 /// A validated list request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
     /// Only tasks in this state.
     pub status: Option<Status>,
-    /// Page size, 1–100.
+    /// Page size, 1–[`MAX_PAGE_LIMIT`].
     pub limit: u32,
     /// Continue after this position.
     pub cursor: Option<Cursor>,
@@ -47,15 +47,15 @@ impl ListQuery {
             parsed
         });
         let limit = match limit {
-            None => DEFAULT_LIMIT,
+            None => DEFAULT_PAGE_LIMIT,
             Some(raw) => match raw.parse::<u32>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                Ok(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => n,
                 _ => {
                     errors.push(FieldError::new(
                         "limit",
-                        format!("must be an integer from 1 to {MAX_LIMIT}"),
+                        format!("must be an integer from 1 to {MAX_PAGE_LIMIT}"),
                     ));
-                    DEFAULT_LIMIT
+                    DEFAULT_PAGE_LIMIT
                 }
             },
         };
@@ -73,7 +73,7 @@ impl ListQuery {
 }
 
 /// One page of tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Page {
     /// Tasks, newest first.
     pub items: Vec<Task>,
@@ -123,25 +123,25 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
     }
 
     /// Validates and stores a new task for a request holding the claimed idempotency
-    /// `key`, recording the response `render` makes of it in the same transaction
-    /// ([`TaskRepository::insert_answering`]). `None` when the key was answered by another
-    /// request in the meantime; nothing is stored then.
+    /// `key`, recording the answer `render` makes of it in the same transaction
+    /// ([`TaskRepository::insert_with_answer`]). `None` when the key was answered by
+    /// another request in the meantime; nothing is stored then.
     ///
     /// # Errors
     /// [`DomainError::Validation`] or a repository failure (nothing is stored).
-    pub async fn create_answering(
+    pub async fn create_idempotent(
         &self,
         body: &serde_json::Value,
         key: &str,
-        render: impl FnOnce(&Task) -> StoredResponse + Send,
+        render: impl FnOnce(&Task) -> RecordedAnswer + Send,
     ) -> Result<Option<Task>, DomainError> {
         let task = NewTask::from_json(body)
             .map_err(DomainError::Validation)?
             .into_task(Utc::now());
-        let response = render(&task);
+        let answer = render(&task);
         let stored = self
             .repository
-            .insert_answering(&task, key, &response)
+            .insert_with_answer(&task, key, &answer)
             .await?;
         Ok(stored.then_some(task))
     }
@@ -247,7 +247,10 @@ mod tests {
     #[test]
     fn query_defaults_and_bounds() {
         let q = ListQuery::parse(None, None, None).unwrap();
-        assert_eq!((q.limit, q.status, q.cursor), (DEFAULT_LIMIT, None, None));
+        assert_eq!(
+            (q.limit, q.status, q.cursor),
+            (DEFAULT_PAGE_LIMIT, None, None)
+        );
         for bad in ["0", "101", "-1", "abc", "99999999999"] {
             assert!(ListQuery::parse(None, Some(bad), None).is_err(), "{bad}");
         }

@@ -11,9 +11,7 @@ pub const TITLE_MAX_CHARS: usize = 200;
 pub const DESCRIPTION_MAX_CHARS: usize = 10_000;
 
 /// A task's workflow state.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Not started (the default).
@@ -47,13 +45,13 @@ impl Status {
 }
 
 /// A task as stored and returned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// UUIDv7: time-ordered, so ids sort newest last.
     pub id: Uuid,
-    /// 1–200 characters, trimmed.
+    /// 1–[`TITLE_MAX_CHARS`] characters, trimmed.
     pub title: String,
-    /// Up to 10,000 characters.
+    /// Up to [`DESCRIPTION_MAX_CHARS`] characters.
     pub description: Option<String>,
     /// Workflow state.
     pub status: Status,

@@ -6,11 +6,11 @@
 //!   a restart; [`pool::ping`] is the readiness check;
 //! - [`tls`]: libpq's `sslmode` meanings (`disable`, `prefer`, `require`, `verify-full`) on
 //!   rustls, with the crypto provider chosen explicitly;
-//! - [`shared`]: one client shared by concurrent requests, for pipelined single-statement
-//!   reads (reopened when it closes);
+//! - [`pipelined`]: [`pipelined::PipelinedReader`], one connection shared by concurrent
+//!   requests for pipelined single-statement reads (reopened when it closes);
 //! - [`migrate`]: refinery migrations under a PostgreSQL advisory lock held on the
 //!   migrating connection, so any number of replicas can migrate at once and each
-//!   migration is applied exactly once; [`migrate::until_current`] retries them with
+//!   migration is applied exactly once; [`migrate::bring_schema_current`] retries them with
 //!   backoff while the database is still starting;
 //! - [`settings`]: the `database.*` configuration section for `tasks-config`, with its
 //!   validation and the mapping to [`pool::PoolSettings`].
@@ -48,9 +48,9 @@
 
 mod error;
 pub mod migrate;
+pub mod pipelined;
 pub mod pool;
 pub mod settings;
-pub mod shared;
 pub mod tls;
 
 pub use error::Error;

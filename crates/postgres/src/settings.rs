@@ -45,10 +45,6 @@ pub struct DatabaseSettings {
     /// Apply migrations at start-up (under the advisory lock), rather than wait for
     /// another process to apply them.
     pub migrate_on_start: bool,
-    /// Serve single-statement reads through per-worker [`crate::shared::SharedClient`]s
-    /// (pipelined) instead of a pooled connection per request. Writes always use the
-    /// pool; services without shared clients ignore this.
-    pub pipelined_reads: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -67,7 +63,6 @@ impl Default for DatabaseSettings {
             statement_timeout_ms: millis(pool.statement_timeout),
             pool_timeout_ms: millis(pool.wait_timeout),
             migrate_on_start: true,
-            pipelined_reads: true,
         }
     }
 }

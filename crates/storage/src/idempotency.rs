@@ -1,14 +1,16 @@
-//! The `Idempotency-Key` store on PostgreSQL.
+//! The `Idempotency-Key` store on PostgreSQL: every statement on the `idempotency_keys`
+//! table lives here, including [`record_answer`], which other modules call inside their
+//! own transaction.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
-use tasks_domain::{Claim, IdempotencyStore, RepositoryError, StoredResponse};
+use deadpool_postgres::{Pool, Transaction};
+use tasks_domain::{Claim, IdempotencyStore, RecordedAnswer, RepositoryError};
+use tokio_postgres::types::ToSql;
 
-use crate::StorageError;
-use crate::error::to_repository;
-use crate::tasks::observed;
+use crate::error::{from_pool, from_postgres};
+use crate::instrument::instrumented;
 
 /// How long a completed key replays its response.
 pub const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -23,8 +25,38 @@ pub struct PgIdempotencyStore {
     pool: Pool,
 }
 
-fn pg(error: tokio_postgres::Error) -> RepositoryError {
-    to_repository(StorageError::from_pg(error))
+/// Records the answer of a claimed key, only while it is unanswered.
+const RECORD_ANSWER: &str = "UPDATE idempotency_keys SET status_code = $2, headers = $3, body = $4, \
+     completed_at = now() WHERE key = $1 AND status_code IS NULL";
+
+/// The stored form of an answer: `status_code`, `headers` (a JSON array of pairs), `body`.
+fn answer_columns(answer: &RecordedAnswer) -> (i16, serde_json::Value) {
+    let code = i16::try_from(answer.code).unwrap_or(500);
+    let metadata = serde_json::to_value(&answer.metadata).unwrap_or(serde_json::Value::Null);
+    (code, metadata)
+}
+
+/// Records `answer` for the claimed, still unanswered `key` within `tx`, so that it
+/// commits or rolls back with whatever else `tx` writes (ADR 0008). Returns `false`,
+/// writing nothing, when the key has no unanswered claim any more. The updated row stays
+/// locked until `tx` ends: a concurrent request answering the same key waits, then finds
+/// it answered.
+///
+/// # Errors
+/// A storage failure.
+pub async fn record_answer(
+    tx: &Transaction<'_>,
+    key: &str,
+    answer: &RecordedAnswer,
+) -> Result<bool, RepositoryError> {
+    let stmt = tx
+        .prepare_cached(RECORD_ANSWER)
+        .await
+        .map_err(from_postgres)?;
+    let (code, metadata) = answer_columns(answer);
+    let params: [&(dyn ToSql + Sync); 4] = [&key, &code, &metadata, &answer.body];
+    let answered = tx.execute(&stmt, &params).await.map_err(from_postgres)?;
+    Ok(answered == 1)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -44,11 +76,7 @@ impl PgIdempotencyStore {
     /// # Errors
     /// A storage failure.
     pub async fn purge_expired(&self, limit: i64) -> Result<u64, RepositoryError> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| to_repository(StorageError::from_pool(e)))?;
+        let client = self.pool.get().await.map_err(from_pool)?;
         let stmt = client
             .prepare_cached(
                 "DELETE FROM idempotency_keys WHERE key IN (\
@@ -57,19 +85,19 @@ impl PgIdempotencyStore {
                    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
             .await
-            .map_err(pg)?;
+            .map_err(from_postgres)?;
         client
             .execute(&stmt, &[&secs(RETENTION), &limit])
             .await
-            .map_err(pg)
+            .map_err(from_postgres)
     }
 }
 
 #[async_trait]
 impl IdempotencyStore for PgIdempotencyStore {
     async fn claim(&self, key: &str, fingerprint: &[u8]) -> Result<Claim, RepositoryError> {
-        observed("INSERT idempotency_keys", "INSERT", async move {
-            let client = self.pool.get().await.map_err(|e| to_repository(StorageError::from_pool(e)))?;
+        instrumented("INSERT idempotency_keys", "INSERT", async move {
+            let client = self.pool.get().await.map_err(from_pool)?;
             // Take the key if it is new, expired, or abandoned mid-flight; otherwise read it.
             let take = client
                 .prepare_cached(
@@ -83,14 +111,14 @@ impl IdempotencyStore for PgIdempotencyStore {
                      RETURNING key",
                 )
                 .await
-                .map_err(pg)?;
+                .map_err(from_postgres)?;
             if client
                 .query_opt(
                     &take,
                     &[&key, &fingerprint, &secs(RETENTION), &secs(ABANDONED_AFTER)],
                 )
                 .await
-                .map_err(pg)?
+                .map_err(from_postgres)?
                 .is_some()
             {
                 return Ok(Claim::Claimed);
@@ -98,67 +126,65 @@ impl IdempotencyStore for PgIdempotencyStore {
             let read = client
                 .prepare_cached("SELECT fingerprint, status_code, headers, body FROM idempotency_keys WHERE key = $1")
                 .await
-                .map_err(pg)?;
-            let Some(row) = client.query_opt(&read, &[&key]).await.map_err(pg)? else {
+                .map_err(from_postgres)?;
+            let Some(row) = client.query_opt(&read, &[&key]).await.map_err(from_postgres)? else {
                 // Deleted by a sweep between the two statements: a retry will claim it.
                 return Ok(Claim::InFlight);
             };
-            let stored: Vec<u8> = row.try_get(0).map_err(pg)?;
+            let stored: Vec<u8> = row.try_get(0).map_err(from_postgres)?;
             if stored != fingerprint {
                 return Ok(Claim::Mismatch);
             }
-            let Some(status) = row.try_get::<_, Option<i16>>(1).map_err(pg)? else {
+            let Some(status) = row.try_get::<_, Option<i16>>(1).map_err(from_postgres)? else {
                 return Ok(Claim::InFlight);
             };
-            let headers: Option<serde_json::Value> = row.try_get(2).map_err(pg)?;
+            let headers: Option<serde_json::Value> = row.try_get(2).map_err(from_postgres)?;
             let headers = headers
                 .and_then(|h| serde_json::from_value::<Vec<(String, String)>>(h).ok())
                 .unwrap_or_default();
-            let body: Option<Vec<u8>> = row.try_get(3).map_err(pg)?;
-            Ok(Claim::Replay(StoredResponse {
-                status: u16::try_from(status).unwrap_or(500),
-                headers,
+            let body: Option<Vec<u8>> = row.try_get(3).map_err(from_postgres)?;
+            Ok(Claim::Replay(RecordedAnswer {
+                code: u16::try_from(status).unwrap_or(500),
+                metadata: headers,
                 body: body.unwrap_or_default(),
             }))
                 })
         .await
     }
 
-    async fn complete(&self, key: &str, response: &StoredResponse) -> Result<(), RepositoryError> {
-        observed("UPDATE idempotency_keys", "UPDATE", async move {
-            let client = self.pool.get().await.map_err(|e| to_repository(StorageError::from_pool(e)))?;
+    async fn complete(&self, key: &str, answer: &RecordedAnswer) -> Result<(), RepositoryError> {
+        instrumented("UPDATE idempotency_keys", "UPDATE", async move {
+            let client = self.pool.get().await.map_err(from_pool)?;
             let stmt = client
                 .prepare_cached(
                     "UPDATE idempotency_keys SET status_code = $2, headers = $3, body = $4, completed_at = now() \
                      WHERE key = $1",
                 )
                 .await
-                .map_err(pg)?;
-            let status = i16::try_from(response.status).unwrap_or(500);
-            let headers = serde_json::to_value(&response.headers).unwrap_or(serde_json::Value::Null);
+                .map_err(from_postgres)?;
+            let (code, metadata) = answer_columns(answer);
             client
-                .execute(&stmt, &[&key, &status, &headers, &response.body])
+                .execute(&stmt, &[&key, &code, &metadata, &answer.body])
                 .await
-                .map_err(pg)?;
+                .map_err(from_postgres)?;
             Ok(())
                 })
         .await
     }
 
     async fn release(&self, key: &str) -> Result<(), RepositoryError> {
-        observed("DELETE idempotency_keys", "DELETE", async move {
-            let client = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| to_repository(StorageError::from_pool(e)))?;
+        instrumented("DELETE idempotency_keys", "DELETE", async move {
+            let client = self.pool.get().await.map_err(from_pool)?;
             let stmt = client
                 .prepare_cached(
                     "DELETE FROM idempotency_keys WHERE key = $1 AND status_code IS NULL",
                 )
                 .await
-                .map_err(pg)?;
-            client.execute(&stmt, &[&key]).await.map_err(pg)?;
+                .map_err(from_postgres)?;
+            client
+                .execute(&stmt, &[&key])
+                .await
+                .map_err(from_postgres)?;
             Ok(())
         })
         .await

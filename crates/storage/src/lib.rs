@@ -2,9 +2,9 @@
 //! the `tasks-domain` ports implemented on PostgreSQL ([`tasks::PgTaskRepository`],
 //! [`idempotency::PgIdempotencyStore`]).
 //!
-//! The generic plumbing — pool, shared pipelined client, TLS, advisory-locked migrations,
-//! readiness ping, the `database.*` settings section — lives in `tasks-postgres` and is
-//! re-exported here as [`pool`], [`shared`], [`tls`], [`migrate`] and [`settings`].
+//! The generic plumbing — pool, pipelined reader, TLS, advisory-locked migrations,
+//! readiness ping, the `database.*` settings section — lives in `tasks-postgres`; use it
+//! from there.
 //!
 //! Failure behaviour: every operation runs in an OpenTelemetry client span and records
 //! `db.client.operation.duration`; PostgreSQL failures become
@@ -14,11 +14,12 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use tasks_domain::TaskService;
-//! use tasks_storage::{pool, tasks::PgTaskRepository};
+//! use tasks_postgres::pool;
+//! use tasks_storage::tasks::PgTaskRepository;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let settings = pool::PoolSettings { host: "db".into(), name: "tasks".into(), user: "tasks".into(), ..Default::default() };
-//! tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "tasks-server").await?;
+//! tasks_postgres::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "tasks-server").await?;
 //! let service = TaskService::new(Arc::new(PgTaskRepository::new(pool::build_pool(&settings)?)));
 //! let task = service.create(&serde_json::json!({"title": "Ship it"})).await?;
 //! # let _ = task; Ok(()) }
@@ -26,10 +27,8 @@
 
 pub mod error;
 pub mod idempotency;
+mod instrument;
 pub mod tasks;
-
-pub use error::StorageError;
-pub use tasks_postgres::{migrate, pool, settings, shared, tls};
 
 /// The tasks service's migrations, embedded in the binary.
 pub mod embedded {

@@ -1,23 +1,22 @@
 //! The tasks repository over a deadpool-postgres pool.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tasks_domain::{
-    DeleteOutcome, ListQuery, RepositoryError, Status, StoredResponse, Task, TaskPatch,
+    DeleteOutcome, ListQuery, RecordedAnswer, RepositoryError, Status, Task, TaskPatch,
     TaskRepository, UpdateOutcome,
 };
-use tasks_postgres::shared::SharedClient;
+use tasks_postgres::pipelined::PipelinedReader;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::StorageError;
-use crate::error::to_repository;
+use crate::error::{from_pool, from_postgres, to_repository};
+use crate::idempotency::record_answer;
+use crate::instrument::instrumented;
 
 /// The task columns, in the order [`to_task`] reads them (a macro so statements can be
 /// `concat!`-ed at compile time instead of formatted per call).
@@ -54,9 +53,6 @@ const INSERT: &str = concat!(
     columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 );
-/// Records the answer of a claimed idempotency key, only while it is unanswered.
-const ANSWER_KEY: &str = "UPDATE idempotency_keys SET status_code = $2, headers = $3, body = $4, \
-     completed_at = now() WHERE key = $1 AND status_code IS NULL";
 
 /// The parameters of [`INSERT`], in column order (`status` is `task.status.as_str()`).
 fn insert_params<'a>(task: &'a Task, status: &'a &'static str) -> [&'a (dyn ToSql + Sync); 8] {
@@ -74,12 +70,12 @@ fn insert_params<'a>(task: &'a Task, status: &'a &'static str) -> [&'a (dyn ToSq
 
 /// [`TaskRepository`] on PostgreSQL. Statements are prepared once per connection;
 /// updates and deletes check the version in the same statement. Reads (get, list) go
-/// through a [`SharedClient`] when one is given — pipelined on one connection instead of
+/// through a [`PipelinedReader`] when one is given — pipelined on one connection instead of
 /// holding a pooled connection each — and through the pool otherwise.
 #[derive(Debug, Clone)]
 pub struct PgTaskRepository {
     pool: Pool,
-    reader: Option<Arc<SharedClient>>,
+    reader: Option<Arc<PipelinedReader>>,
 }
 
 impl PgTaskRepository {
@@ -91,14 +87,14 @@ impl PgTaskRepository {
 
     /// A repository reading through `reader` (pipelined) and writing through `pool`.
     #[must_use]
-    pub fn with_reader(pool: Pool, reader: Arc<SharedClient>) -> Self {
+    pub fn with_reader(pool: Pool, reader: Arc<PipelinedReader>) -> Self {
         Self {
             pool,
             reader: Some(reader),
         }
     }
 
-    /// Runs one read statement on the shared client, or on a pooled connection.
+    /// Runs one read statement on the pipelined reader, or on a pooled connection.
     async fn read(
         &self,
         sql: &'static str,
@@ -108,113 +104,76 @@ impl PgTaskRepository {
             return reader.query(sql, params).await.map_err(to_repository);
         }
         let client = self.client().await?;
-        let stmt = client.prepare_cached(sql).await.map_err(pg)?;
-        client.query(&stmt, params).await.map_err(pg)
+        let stmt = client.prepare_cached(sql).await.map_err(from_postgres)?;
+        client.query(&stmt, params).await.map_err(from_postgres)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, RepositoryError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| to_repository(StorageError::from_pool(e)))
+        self.pool.get().await.map_err(from_pool)
     }
 }
 
 fn to_task(row: &Row) -> Result<Task, RepositoryError> {
-    let status: &str = row.try_get(3).map_err(pg)?;
+    let status: &str = row.try_get(3).map_err(from_postgres)?;
     let status = Status::parse(status).ok_or_else(|| {
-        to_repository(StorageError::Migration(format!(
+        to_repository(tasks_postgres::Error::Migration(format!(
             "unknown status {status:?} in tasks table"
         )))
     })?;
     Ok(Task {
-        id: row.try_get(0).map_err(pg)?,
-        title: row.try_get(1).map_err(pg)?,
-        description: row.try_get(2).map_err(pg)?,
+        id: row.try_get(0).map_err(from_postgres)?,
+        title: row.try_get(1).map_err(from_postgres)?,
+        description: row.try_get(2).map_err(from_postgres)?,
         status,
-        due_at: row.try_get(4).map_err(pg)?,
-        created_at: row.try_get(5).map_err(pg)?,
-        updated_at: row.try_get(6).map_err(pg)?,
-        version: row.try_get(7).map_err(pg)?,
+        due_at: row.try_get(4).map_err(from_postgres)?,
+        created_at: row.try_get(5).map_err(from_postgres)?,
+        updated_at: row.try_get(6).map_err(from_postgres)?,
+        version: row.try_get(7).map_err(from_postgres)?,
     })
-}
-
-/// Runs one repository operation in an OpenTelemetry client span and records its
-/// duration (`db.client.operation.duration`). Parameter values are never recorded.
-pub(crate) async fn observed<T>(
-    name: &'static str,
-    operation: &'static str,
-    work: impl std::future::Future<Output = Result<T, RepositoryError>>,
-) -> Result<T, RepositoryError> {
-    let collection = name.rsplit(' ').next().unwrap_or(name);
-    let span = tracing::info_span!(
-        "db",
-        otel.name = name,
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = operation,
-        db.collection.name = collection,
-    );
-    let started = Instant::now();
-    let outcome = work.instrument(span).await;
-    tasks_telemetry::metrics::global().observe_db(operation, collection, started.elapsed());
-    outcome
-}
-
-fn pg(error: tokio_postgres::Error) -> RepositoryError {
-    to_repository(StorageError::from_pg(error))
 }
 
 #[async_trait]
 impl TaskRepository for PgTaskRepository {
     async fn insert(&self, task: &Task) -> Result<(), RepositoryError> {
-        observed("INSERT tasks", "INSERT", async move {
+        instrumented("INSERT tasks", "INSERT", async move {
             let client = self.client().await?;
-            let stmt = client.prepare_cached(INSERT).await.map_err(pg)?;
+            let stmt = client.prepare_cached(INSERT).await.map_err(from_postgres)?;
             client
                 .execute(&stmt, &insert_params(task, &task.status.as_str()))
                 .await
-                .map_err(pg)?;
+                .map_err(from_postgres)?;
             Ok(())
         })
         .await
     }
 
-    async fn insert_answering(
+    async fn insert_with_answer(
         &self,
         task: &Task,
         key: &str,
-        response: &StoredResponse,
+        answer: &RecordedAnswer,
     ) -> Result<bool, RepositoryError> {
-        observed("INSERT tasks", "INSERT", async move {
+        instrumented("INSERT tasks", "INSERT", async move {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg)?;
+            let tx = client.transaction().await.map_err(from_postgres)?;
             // Answer the key first: the row lock makes a concurrent request with the same
-            // key wait here, and then find the key answered (0 rows) and store nothing.
-            let answer = tx.prepare_cached(ANSWER_KEY).await.map_err(pg)?;
-            let status = i16::try_from(response.status).unwrap_or(500);
-            let headers =
-                serde_json::to_value(&response.headers).unwrap_or(serde_json::Value::Null);
-            let answered = tx
-                .execute(&answer, &[&key, &status, &headers, &response.body])
-                .await
-                .map_err(pg)?;
-            if answered != 1 {
-                tx.rollback().await.map_err(pg)?;
+            // key wait here, and then find the key answered and store nothing.
+            if !record_answer(&tx, key, answer).await? {
+                tx.rollback().await.map_err(from_postgres)?;
                 return Ok(false);
             }
-            let insert = tx.prepare_cached(INSERT).await.map_err(pg)?;
+            let insert = tx.prepare_cached(INSERT).await.map_err(from_postgres)?;
             tx.execute(&insert, &insert_params(task, &task.status.as_str()))
                 .await
-                .map_err(pg)?;
-            tx.commit().await.map_err(pg)?;
+                .map_err(from_postgres)?;
+            tx.commit().await.map_err(from_postgres)?;
             Ok(true)
         })
         .await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError> {
-        observed("SELECT tasks", "SELECT", async move {
+        instrumented("SELECT tasks", "SELECT", async move {
             let rows = self.read(SELECT_BY_ID, &[&id]).await?;
             rows.first().map(to_task).transpose()
         })
@@ -222,7 +181,7 @@ impl TaskRepository for PgTaskRepository {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, RepositoryError> {
-        observed("SELECT tasks", "SELECT", async move {
+        instrumented("SELECT tasks", "SELECT", async move {
             let fetch = i64::from(query.limit) + 1;
             let status = query.status.map(Status::as_str);
             let after = query.cursor.map(|c| c.after);
@@ -248,7 +207,7 @@ impl TaskRepository for PgTaskRepository {
         expected: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<UpdateOutcome, RepositoryError> {
-        observed("UPDATE tasks", "UPDATE", async move {
+        instrumented("UPDATE tasks", "UPDATE", async move {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(concat!(
@@ -264,7 +223,7 @@ impl TaskRepository for PgTaskRepository {
                     ""
                 ))
                 .await
-                .map_err(pg)?;
+                .map_err(from_postgres)?;
             let description = patch.description.clone().flatten();
             let due_at = patch.due_at.flatten();
             let status = patch.status.map(Status::as_str);
@@ -286,7 +245,7 @@ impl TaskRepository for PgTaskRepository {
                     ],
                 )
                 .await
-                .map_err(pg)?;
+                .map_err(from_postgres)?;
             if let Some(row) = row {
                 return Ok(UpdateOutcome::Updated(to_task(&row)?));
             }
@@ -304,15 +263,20 @@ impl TaskRepository for PgTaskRepository {
         id: Uuid,
         expected: Option<i64>,
     ) -> Result<DeleteOutcome, RepositoryError> {
-        observed("DELETE tasks", "DELETE", async move {
+        instrumented("DELETE tasks", "DELETE", async move {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
                     "DELETE FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)",
                 )
                 .await
-                .map_err(pg)?;
-            if client.execute(&stmt, &[&id, &expected]).await.map_err(pg)? == 1 {
+                .map_err(from_postgres)?;
+            if client
+                .execute(&stmt, &[&id, &expected])
+                .await
+                .map_err(from_postgres)?
+                == 1
+            {
                 return Ok(DeleteOutcome::Deleted);
             }
             Ok(if self.exists(&client, id).await? {
@@ -334,7 +298,11 @@ impl PgTaskRepository {
         let stmt = client
             .prepare_cached("SELECT 1 FROM tasks WHERE id = $1")
             .await
-            .map_err(pg)?;
-        Ok(client.query_opt(&stmt, &[&id]).await.map_err(pg)?.is_some())
+            .map_err(from_postgres)?;
+        Ok(client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(from_postgres)?
+            .is_some())
     }
 }

@@ -7,8 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use tasks_storage::StorageError;
-use tasks_storage::pool::{Password, build_pool, ping};
+use tasks_postgres::pool::{Password, build_pool, ping};
 
 #[tokio::test]
 async fn statement_timeout_applies_to_every_connection() {
@@ -18,7 +17,10 @@ async fn statement_timeout_applies_to_every_connection() {
     let client = pool.get().await.unwrap();
     let error = client.query("SELECT pg_sleep(2)", &[]).await.unwrap_err();
     assert_eq!(
-        StorageError::from_pg(error).to_string().split(':').next(),
+        tasks_postgres::Error::from_pg(error)
+            .to_string()
+            .split(':')
+            .next(),
         Some("database unavailable")
     );
 }
@@ -31,8 +33,11 @@ async fn exhausted_pool_fails_fast_as_unavailable() {
     let pool = build_pool(&settings).unwrap();
     let _held = pool.get().await.unwrap();
     let started = Instant::now();
-    let error = StorageError::from(pool.get().await.unwrap_err());
-    assert!(matches!(error, StorageError::Unavailable(_)), "{error}");
+    let error = tasks_postgres::Error::from(pool.get().await.unwrap_err());
+    assert!(
+        matches!(error, tasks_postgres::Error::Unavailable(_)),
+        "{error}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -70,7 +75,10 @@ async fn pool_recovers_after_the_database_restarts() {
     server.stop();
     let started = Instant::now();
     let error = ping(&pool).await.unwrap_err();
-    assert!(matches!(error, StorageError::Unavailable(_)), "{error}");
+    assert!(
+        matches!(error, tasks_postgres::Error::Unavailable(_)),
+        "{error}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "fails fast, no hang"
@@ -94,13 +102,13 @@ async fn pool_recovers_after_the_database_restarts() {
 #[tokio::test]
 async fn shared_client_pipelines_reads_and_reconnects_after_a_restart() {
     use std::sync::Arc;
-    use tasks_storage::shared::SharedClient;
+    use tasks_postgres::pipelined::PipelinedReader;
 
     let server = tasks_test_support::private_server();
     let db = server.fresh_database().await;
     let mut settings = common::settings(&db);
     settings.connect_timeout = Duration::from_millis(500);
-    let shared = Arc::new(SharedClient::new(settings));
+    let shared = Arc::new(PipelinedReader::new(settings));
     // Many concurrent reads on one connection.
     let reads = (0..64_i32).map(|i| {
         let shared = shared.clone();
@@ -148,13 +156,13 @@ fn silent_server() -> (std::net::TcpListener, u16) {
 async fn a_server_that_accepts_but_never_answers_is_unavailable_within_the_connect_timeout() {
     // The kernel completes the handshakes for the listener's backlog; nothing reads.
     let (_listener, port) = silent_server();
-    let settings = tasks_storage::pool::PoolSettings {
+    let settings = tasks_postgres::pool::PoolSettings {
         host: "127.0.0.1".into(),
         port,
-        sslmode: tasks_storage::tls::SslMode::Disable,
+        sslmode: tasks_postgres::tls::SslMode::Disable,
         connect_timeout: Duration::from_millis(500),
         wait_timeout: Duration::from_millis(500),
-        ..tasks_storage::pool::PoolSettings::default()
+        ..tasks_postgres::pool::PoolSettings::default()
     };
 
     let started = Instant::now();

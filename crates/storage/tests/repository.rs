@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 use tasks_domain::{
-    Claim, DeleteOutcome, IdempotencyStore, ListQuery, NewTask, Status, StoredResponse, TaskPatch,
+    Claim, DeleteOutcome, IdempotencyStore, ListQuery, NewTask, RecordedAnswer, Status, TaskPatch,
     TaskRepository, TaskService, UpdateOutcome,
 };
 use tasks_storage::idempotency::PgIdempotencyStore;
@@ -125,7 +125,7 @@ async fn pagination_is_stable_while_rows_are_inserted() {
 #[tokio::test]
 async fn pagination_through_the_pipelined_reader_is_stable_too() {
     let (_db, settings, pool) = common::migrated().await;
-    let reader = Arc::new(tasks_storage::shared::SharedClient::new(settings));
+    let reader = Arc::new(tasks_postgres::pipelined::PipelinedReader::new(settings));
     pagination_walk(Arc::new(PgTaskRepository::with_reader(pool, reader))).await;
 }
 
@@ -189,9 +189,9 @@ async fn idempotency_claims_replays_mismatches_and_in_flight() {
     assert_eq!(store.claim("k1", b"fp-a").await.unwrap(), Claim::Claimed);
     assert_eq!(store.claim("k1", b"fp-a").await.unwrap(), Claim::InFlight);
     assert_eq!(store.claim("k1", b"fp-b").await.unwrap(), Claim::Mismatch);
-    let response = StoredResponse {
-        status: 201,
-        headers: vec![("location".into(), "/v1/tasks/x".into())],
+    let response = RecordedAnswer {
+        code: 201,
+        metadata: vec![("location".into(), "/v1/tasks/x".into())],
         body: b"{\"id\":\"x\"}".to_vec(),
     };
     store.complete("k1", &response).await.unwrap();
@@ -233,9 +233,9 @@ async fn expired_keys_are_reclaimable_and_purged_in_bounded_batches() {
     store
         .complete(
             "old",
-            &StoredResponse {
-                status: 201,
-                headers: vec![],
+            &RecordedAnswer {
+                code: 201,
+                metadata: vec![],
                 body: vec![],
             },
         )
@@ -273,10 +273,10 @@ async fn count_tasks(pool: &deadpool_postgres::Pool) -> i64 {
         .get(0)
 }
 
-fn answer_for(task: &tasks_domain::Task) -> StoredResponse {
-    StoredResponse {
-        status: 201,
-        headers: vec![("location".into(), format!("/v1/tasks/{}", task.id))],
+fn answer_for(task: &tasks_domain::Task) -> RecordedAnswer {
+    RecordedAnswer {
+        code: 201,
+        metadata: vec![("location".into(), format!("/v1/tasks/{}", task.id))],
         body: serde_json::to_vec(task).unwrap(),
     }
 }
@@ -291,7 +291,7 @@ async fn a_task_and_the_answer_to_its_key_are_stored_together_or_not_at_all() {
     assert_eq!(store.claim("k", b"fp").await.unwrap(), Claim::Claimed);
     let task = new_task("once");
     assert!(
-        repo.insert_answering(&task, "k", &answer_for(&task))
+        repo.insert_with_answer(&task, "k", &answer_for(&task))
             .await
             .unwrap()
     );
@@ -305,7 +305,7 @@ async fn a_task_and_the_answer_to_its_key_are_stored_together_or_not_at_all() {
     let second = new_task("twice");
     assert!(
         !repo
-            .insert_answering(&second, "k", &answer_for(&second))
+            .insert_with_answer(&second, "k", &answer_for(&second))
             .await
             .unwrap()
     );
@@ -315,7 +315,7 @@ async fn a_task_and_the_answer_to_its_key_are_stored_together_or_not_at_all() {
     let stray = new_task("stray");
     assert!(
         !repo
-            .insert_answering(&stray, "unclaimed", &answer_for(&stray))
+            .insert_with_answer(&stray, "unclaimed", &answer_for(&stray))
             .await
             .unwrap()
     );
@@ -334,7 +334,7 @@ async fn racing_requests_holding_the_same_key_create_exactly_one_task() {
         let repo = repo.clone();
         tokio::spawn(async move {
             let task = new_task(&format!("attempt {i}"));
-            repo.insert_answering(&task, "race", &answer_for(&task))
+            repo.insert_with_answer(&task, "race", &answer_for(&task))
                 .await
                 .unwrap()
         })
@@ -358,7 +358,7 @@ async fn a_failed_insert_leaves_the_key_unanswered() {
     assert_eq!(store.claim("dup", b"fp").await.unwrap(), Claim::Claimed);
     // The same id again violates the primary key: the transaction rolls back whole.
     assert!(
-        repo.insert_answering(&existing, "dup", &answer_for(&existing))
+        repo.insert_with_answer(&existing, "dup", &answer_for(&existing))
             .await
             .is_err()
     );

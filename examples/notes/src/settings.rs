@@ -5,6 +5,7 @@ use tasks_config::{ConfigErrors, Loaded, Loader, Origin};
 use tasks_health::shutdown::ShutdownSettings;
 use tasks_postgres::pool::PoolSettings;
 use tasks_postgres::settings::DatabaseSettings;
+use tasks_runtime::ListenerSettings;
 use tasks_telemetry::LogSettings;
 
 /// Environment prefix: `NOTES_HTTP__PORT` sets `http.port`.
@@ -19,9 +20,9 @@ pub const DEFAULT_POOL_SIZE: usize = 8;
 #[serde(default)]
 pub struct Settings {
     /// The API listener.
-    pub http: Listener,
+    pub http: ListenerSettings,
     /// The admin listener: `/livez`, `/readyz`, `/metrics`.
-    pub admin: Listener,
+    pub admin: ListenerSettings,
     /// The graceful drain.
     pub shutdown: ShutdownSettings,
     /// PostgreSQL.
@@ -33,8 +34,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            http: Listener::on(8081),
-            admin: Listener::on(9091),
+            http: ListenerSettings::on(8081),
+            admin: ListenerSettings::on(9091),
             shutdown: ShutdownSettings::default(),
             database: DatabaseSettings {
                 name: "notes".into(),
@@ -46,31 +47,6 @@ impl Default for Settings {
     }
 }
 
-/// A listen address.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Listener {
-    /// Address to bind.
-    pub host: String,
-    /// Port to bind.
-    pub port: u16,
-}
-
-impl Listener {
-    fn on(port: u16) -> Self {
-        Self {
-            host: "0.0.0.0".into(),
-            port,
-        }
-    }
-}
-
-impl Default for Listener {
-    fn default() -> Self {
-        Self::on(0)
-    }
-}
-
 /// Loads the settings: defaults < `NOTES_CONFIG_FILE` < `NOTES_*` < the secrets directory.
 ///
 /// # Errors
@@ -79,15 +55,14 @@ pub fn load() -> Result<Loaded<Settings>, ConfigErrors> {
     let loaded = Loader::new(ENV_PREFIX)
         .default_secrets_dir(DEFAULT_SECRETS_DIR)
         .load::<Settings>()?;
-    let mut problems = loaded.value.database.problems("database", &loaded);
-    // A key of the shared section this service does not act on is refused, not ignored.
-    if loaded.origin("database.pipelined_reads") != Origin::Default {
-        problems.push(loaded.problem(
-            "database.pipelined_reads",
-            "not supported by the notes service: every query uses the pool",
-        ));
+    let settings = &loaded.value;
+    let mut problems = settings.database.problems("database", &loaded);
+    problems.extend(settings.http.problems("http", &loaded));
+    problems.extend(settings.admin.problems("admin", &loaded));
+    if settings.http.collides_with(&settings.admin) {
+        problems.push(loaded.problem("admin.port", "must differ from http.port"));
     }
-    loaded.checked(problems)
+    loaded.reject_if_any(problems)
 }
 
 impl Settings {

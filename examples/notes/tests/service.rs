@@ -300,7 +300,7 @@ async fn an_unknown_notes_variable_is_a_configuration_error() {
 }
 
 #[tokio::test]
-async fn a_shared_key_the_service_does_not_act_on_is_refused() {
+async fn a_key_of_another_service_is_refused() {
     let db = tasks_test_support::fresh_database().await;
     let mut notes = Notes::spawn(&db, &[("NOTES_DATABASE__PIPELINED_READS", "false")]);
     let status = notes
@@ -309,7 +309,9 @@ async fn a_shared_key_the_service_does_not_act_on_is_refused() {
     let log = notes.log();
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(
-        log.contains("database.pipelined_reads: not supported by the notes service"),
+        log.contains(
+            "database.pipelined_reads: unknown configuration key (from NOTES_DATABASE__PIPELINED_READS)"
+        ),
         "{log}"
     );
 }

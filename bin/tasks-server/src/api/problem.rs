@@ -30,6 +30,7 @@ pub struct Problem {
     pub detail: Option<String>,
     /// Invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<super::openapi::FieldErrorSchema>)]
     pub errors: Vec<FieldError>,
     /// The request id, to find the request in the logs.
     #[serde(skip_serializing_if = "Option::is_none")]

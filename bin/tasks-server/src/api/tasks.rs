@@ -8,11 +8,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tasks_domain::{
-    Claim, IdempotencyStore, ListQuery, Precondition, StoredResponse, Task, TaskRepository,
-    TaskService,
+    Claim, IdempotencyStore, ListQuery, Precondition, RecordedAnswer, Task, TaskRepository,
+    TaskService, is_valid_idempotency_key,
 };
 use uuid::Uuid;
 
+use super::openapi::{
+    IdempotencyKeyHeader, PageSchema, StatusSchema, TaskSchema, new_description_input,
+    patched_description_input, title_input,
+};
 use super::problem::{ApiError, Problem};
 
 /// What the handlers share.
@@ -136,10 +140,9 @@ fn none_match(headers: &HeaderMap, task: &Task) -> Result<bool, ApiError> {
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "tasks",
     request_body(content = inline(NewTaskBody), content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]+$",
-            description = "Makes retries safe: the first response is replayed for 24 hours (1–255 visible ASCII characters)")),
+    params(IdempotencyKeyHeader),
     responses(
-        (status = 201, description = "Created", body = Task, headers(("Location" = String), ("ETag" = String))),
+        (status = 201, description = "Created", body = TaskSchema, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -160,7 +163,7 @@ pub async fn create(
             let key = v
                 .to_str()
                 .map_err(|_| ApiError::BadHeader("Idempotency-Key"))?;
-            if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            if !is_valid_idempotency_key(key) {
                 return Err(ApiError::BadHeader("Idempotency-Key"));
             }
             Some(key.to_owned())
@@ -192,7 +195,7 @@ pub async fn create(
     let outcome = match parse_json(&body) {
         Ok(input) => state
             .tasks
-            .create_answering(&input, &key, created_response)
+            .create_idempotent(&input, &key, created_response)
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
@@ -212,11 +215,12 @@ pub async fn create(
     }
 }
 
-/// The response recorded for a created task, replayed to retries of its request.
-fn created_response(task: &Task) -> StoredResponse {
-    StoredResponse {
-        status: 201,
-        headers: vec![
+/// The response recorded for a created task, replayed to retries of its request: its
+/// status, the headers worth replaying and the body.
+fn created_response(task: &Task) -> RecordedAnswer {
+    RecordedAnswer {
+        code: StatusCode::CREATED.as_u16(),
+        metadata: vec![
             ("location".into(), format!("/v1/tasks/{}", task.id)),
             ("etag".into(), etag(task)),
             ("content-type".into(), "application/json".into()),
@@ -225,10 +229,10 @@ fn created_response(task: &Task) -> StoredResponse {
     }
 }
 
-fn replay(stored: &StoredResponse) -> HttpResponse {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+fn replay(stored: &RecordedAnswer) -> HttpResponse {
+    let status = StatusCode::from_u16(stored.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
-    for (name, value) in &stored.headers {
+    for (name, value) in &stored.metadata {
         if let Ok(value) = HeaderValue::from_str(value) {
             response.insert_header((name.as_str(), value));
         }
@@ -243,7 +247,7 @@ fn replay(stored: &StoredResponse) -> HttpResponse {
     params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
            ("If-None-Match" = Option<String>, Header, nullable = false, min_length = 1, description = "ETag held by the client")),
     responses(
-        (status = 200, description = "The task", body = Task, headers(("ETag" = String))),
+        (status = 200, description = "The task", body = TaskSchema, headers(("ETag" = String))),
         (status = 304, description = "Not modified"),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
@@ -264,18 +268,14 @@ pub async fn get(
     Ok(task_response(StatusCode::OK, &task))
 }
 
-/// Raw list parameters; validated by the domain.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+/// Raw list parameters; validated by the domain (documented in [`super::openapi`]).
+#[derive(Debug, Deserialize)]
 pub struct ListParams {
-    /// Only tasks in this state: `todo`, `in_progress` or `done`.
-    #[param(value_type = Option<tasks_domain::Status>)]
+    /// Only tasks in this state.
     status: Option<String>,
-    /// Page size, 1–100 (default 20).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    /// Page size.
     limit: Option<String>,
-    /// `next_cursor` of the previous page (opaque).
-    #[param(pattern = "^[0-9a-f]{32}$")]
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -284,7 +284,7 @@ pub struct ListParams {
     get, path = "/v1/tasks", tag = "tasks",
     params(ListParams),
     responses(
-        (status = 200, description = "One page", body = tasks_domain::Page),
+        (status = 200, description = "One page", body = PageSchema),
         (status = 400, description = "Bad limit, cursor or status", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -308,7 +308,7 @@ pub async fn list(
     params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
            ("If-Match" = Option<String>, Header, nullable = false, min_length = 1, description = "Only apply if the task still has this ETag")),
     responses(
-        (status = 200, description = "Updated", body = Task, headers(("ETag" = String))),
+        (status = 200, description = "Updated", body = TaskSchema, headers(("ETag" = String))),
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The task changed since the given ETag", body = Problem, content_type = "application/problem+json"),
@@ -364,19 +364,14 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct NewTaskBody {
-    /// 1–200 characters after trimming Unicode white space (so at least one other
-    /// character); no NUL characters.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\u0000]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000][^\u0000]*$"
-    )]
+    /// See [`title_input`].
+    #[schema(schema_with = title_input)]
     title: String,
-    /// Up to 10,000 characters; no NUL characters.
-    #[schema(max_length = 10000, pattern = r"^[^\u0000]*$")]
+    /// See [`new_description_input`].
+    #[schema(schema_with = new_description_input)]
     description: Option<String>,
     /// Defaults to `todo`.
-    #[schema(nullable = false)]
+    #[schema(nullable = false, value_type = Option<StatusSchema>)]
     status: Option<tasks_domain::Status>,
     /// RFC 3339 date-time.
     #[schema(format = DateTime)]
@@ -389,20 +384,14 @@ pub struct NewTaskBody {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct PatchTaskBody {
-    /// 1–200 characters after trimming Unicode white space (so at least one other
-    /// character); no NUL characters.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        nullable = false,
-        pattern = r"^[^\u0000]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0000][^\u0000]*$"
-    )]
+    /// See [`title_input`].
+    #[schema(schema_with = title_input)]
     title: Option<String>,
-    /// Up to 10,000 characters, or null; no NUL characters.
-    #[schema(max_length = 10000, pattern = r"^[^\u0000]*$")]
+    /// See [`patched_description_input`].
+    #[schema(schema_with = patched_description_input)]
     description: Option<String>,
     /// New state.
-    #[schema(nullable = false)]
+    #[schema(nullable = false, value_type = Option<StatusSchema>)]
     status: Option<tasks_domain::Status>,
     /// RFC 3339 date-time, or null.
     #[schema(format = DateTime)]

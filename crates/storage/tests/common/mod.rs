@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tasks_storage::pool::{Password, PoolSettings, build_pool};
-use tasks_storage::tls::SslMode;
+use tasks_postgres::pool::{Password, PoolSettings, build_pool};
+use tasks_postgres::tls::SslMode;
 use tasks_test_support::TestDatabase;
 
 pub fn settings(db: &TestDatabase) -> PoolSettings {
@@ -26,7 +26,7 @@ pub fn settings(db: &TestDatabase) -> PoolSettings {
 pub async fn migrated() -> (TestDatabase, PoolSettings, deadpool_postgres::Pool) {
     let db = tasks_test_support::fresh_database().await;
     let settings = settings(&db);
-    tasks_storage::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "test")
+    tasks_postgres::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "test")
         .await
         .unwrap();
     let pool = build_pool(&settings).unwrap();

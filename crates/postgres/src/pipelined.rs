@@ -1,4 +1,5 @@
-//! One connection shared by many concurrent requests, for single-statement reads.
+//! [`PipelinedReader`]: one connection shared by many concurrent requests, for
+//! single-statement reads.
 //!
 //! tokio-postgres pipelines the queries issued concurrently on one client: they go out
 //! back to back on the socket and the answers come back in order. A read that needs no
@@ -25,22 +26,23 @@ struct Connection {
     statements: Mutex<HashMap<&'static str, Statement>>,
 }
 
-/// A lazily opened, self-healing client for pipelined reads. Cheap to share by `Arc`.
-pub struct SharedClient {
+/// A lazily opened, self-healing connection for pipelined single-statement reads,
+/// shared by concurrent requests. Cheap to share by `Arc`.
+pub struct PipelinedReader {
     settings: PoolSettings,
     current: RwLock<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
-impl std::fmt::Debug for SharedClient {
+impl std::fmt::Debug for PipelinedReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedClient")
+        f.debug_struct("PipelinedReader")
             .field("host", &self.settings.host)
             .finish_non_exhaustive()
     }
 }
 
-impl SharedClient {
+impl PipelinedReader {
     /// A client for `settings`; nothing is opened until the first query.
     #[must_use]
     pub fn new(settings: PoolSettings) -> Self {
@@ -137,10 +139,10 @@ impl SharedClient {
         }
     }
 
-    /// Runs a read returning at most one row (see [`SharedClient::query`]).
+    /// Runs a read returning at most one row (see [`PipelinedReader::query`]).
     ///
     /// # Errors
-    /// As [`SharedClient::query`].
+    /// As [`PipelinedReader::query`].
     pub async fn query_opt(
         &self,
         sql: &'static str,

@@ -1,0 +1,28 @@
+//! Tracing and metrics around each repository operation.
+
+use std::time::Instant;
+
+use tasks_domain::RepositoryError;
+use tracing::Instrument;
+
+/// Runs one repository operation in an OpenTelemetry client span and records its
+/// duration (`db.client.operation.duration`). Parameter values are never recorded.
+pub(crate) async fn instrumented<T>(
+    name: &'static str,
+    operation: &'static str,
+    work: impl std::future::Future<Output = Result<T, RepositoryError>>,
+) -> Result<T, RepositoryError> {
+    let collection = name.rsplit(' ').next().unwrap_or(name);
+    let span = tracing::info_span!(
+        "db",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = collection,
+    );
+    let started = Instant::now();
+    let outcome = work.instrument(span).await;
+    tasks_telemetry::metrics::global().observe_db(operation, collection, started.elapsed());
+    outcome
+}
