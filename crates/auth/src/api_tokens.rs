@@ -309,6 +309,8 @@ enum Source {
 pub(crate) struct ApiTokenStore {
     source: Source,
     current: RwLock<Arc<ApiTokenSet>>,
+    /// Why the file's current version is not in force, when it is not.
+    reload_error: Mutex<Option<String>>,
     realm: Arc<str>,
     started: Instant,
     next_check_ms: AtomicU64,
@@ -333,6 +335,7 @@ impl ApiTokenStore {
                 stamp: Mutex::new(Some(stamp)),
             },
             current: RwLock::new(Arc::new(set)),
+            reload_error: Mutex::new(None),
             realm,
             started: Instant::now(),
             next_check_ms: AtomicU64::new(0),
@@ -345,6 +348,7 @@ impl ApiTokenStore {
         Ok(Self {
             source: Source::Inline,
             current: RwLock::new(Arc::new(set)),
+            reload_error: Mutex::new(None),
             realm,
             started: Instant::now(),
             next_check_ms: AtomicU64::new(0),
@@ -366,6 +370,22 @@ impl ApiTokenStore {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+
+    /// Why the token file's latest version was rejected (the previous tokens are then
+    /// still in force); `None` when the file in force is the latest.
+    pub(crate) fn reload_error(&self) -> Option<String> {
+        self.reload_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_reload_error(&self, error: Option<String>) {
+        *self
+            .reload_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
     }
 
     /// At most once per interval (one caller wins the slot), checks whether the file
@@ -400,6 +420,7 @@ impl ApiTokenStore {
                 if last.take().is_some() {
                     tracing::error!(file = %path.display(), %error,
                         "API token file unreadable; the previous tokens stay in force");
+                    self.set_reload_error(Some(format!("{}: {error}", path.display())));
                 }
                 return;
             }
@@ -412,9 +433,11 @@ impl ApiTokenStore {
             Ok(set) => {
                 tracing::info!(file = %path.display(), tokens = set.len(), "API tokens reloaded");
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+                self.set_reload_error(None);
             }
             Err(error) => {
                 tracing::error!(%error, "API token file rejected; the previous tokens stay in force");
+                self.set_reload_error(Some(error.to_string()));
             }
         }
     }

@@ -99,6 +99,14 @@ impl Authenticator {
         self.0.api.as_ref().map(ApiTokenStore::len)
     }
 
+    /// Why the API-token file's latest version was rejected (a malformed edit, a missing
+    /// file): the previous tokens stay in force until it is fixed. `None` when the file in
+    /// force is the latest. Worth showing in readiness details.
+    #[must_use]
+    pub fn api_tokens_reload_error(&self) -> Option<String> {
+        self.0.api.as_ref().and_then(ApiTokenStore::reload_error)
+    }
+
     /// How many of the issuer's keys are cached (`None` without an issuer).
     #[must_use]
     pub fn jwks_key_count(&self) -> Option<usize> {

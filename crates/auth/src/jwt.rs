@@ -110,8 +110,12 @@ pub(crate) struct JwtVerifier {
 
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
-    exp: u64,
+    // Optional here so that a missing claim is reported by the validation as missing,
+    // not as malformed JSON; the validation requires both.
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<u64>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -243,22 +247,17 @@ impl JwtVerifier {
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|error| self.invalid(classify(&error)))?;
         let claims = data.claims;
-        if claims.sub.is_empty() {
+        let (Some(sub), Some(exp)) = (claims.sub.as_deref().filter(|s| !s.is_empty()), claims.exp)
+        else {
             return Err(self.invalid(InvalidToken::MissingClaim));
-        }
+        };
         let scp: Vec<&str> = match &claims.scp {
             Some(Scp::One(s)) => vec![s.as_str()],
             Some(Scp::Many(list)) => list.iter().map(String::as_str).collect(),
             None => Vec::new(),
         };
         let scopes = collect_scopes(claims.scope.as_deref().into_iter().chain(scp));
-        let principal = Principal::new(
-            AuthMethod::Jwt,
-            &claims.sub,
-            scopes,
-            Some(claims.exp),
-            self.realm.clone(),
-        );
+        let principal = Principal::new(AuthMethod::Jwt, sub, scopes, Some(exp), self.realm.clone());
         self.cache.insert(cache_key, principal.clone());
         Ok(principal)
     }
