@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""`just bench`: tasks-server measured side by side with minimal baselines.
+"""`just bench`: tasks-server measured side by side with baselines.
+
+The reference is `raw-actix-http`, a bench-only server with the shape of the fastest actix
+entries of the TechEmpower single-query test (raw actix-http, one pipelined connection
+per worker, statement prepared at start, row serialised straight into a reused buffer);
+the minimal actix-web handlers price the framework; pgbench is the database's ceiling.
 
 Started by scripts/bench.sh after the release build. Standard library only.
 
@@ -54,6 +59,10 @@ POOL_SIZE = min(POOL_SIZE, 32)
 PG_PASSWORD = "bench-only-password"
 # Which tasks-server scenarios besides GET by id (comma list; default all), and the
 # name of the result files (experiments keep the default results apart).
+# The concurrency sweep: GET by id at each of these connection counts, ours and the
+# TechEmpower-shaped reference side by side (BENCH_SWEEP="" skips it).
+SWEEP = [int(x) for x in os.environ.get("BENCH_SWEEP", "8,32,128,512").split(",") if x]
+SWEEP_SECS = env_int("BENCH_SWEEP_SECS", 5)
 SCENARIOS = [x for x in os.environ.get("BENCH_SCENARIOS", "post,list,mixed").split(",") if x]
 RESULTS_NAME = os.environ.get("BENCH_RESULTS_NAME", "results")
 
@@ -159,14 +168,17 @@ def run_bounded(argv: list[str], env: dict[str, str], timeout: float, on_tick=No
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def wrk(base_url: str, script: str, ids_file: Path, sampler: RssSampler | None = None) -> dict:
+def wrk(base_url: str, script: str, ids_file: Path, sampler: RssSampler | None = None,
+        connections: int | None = None, duration: int | None = None) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / "wrk-last.json"
     out.unlink(missing_ok=True)
     env = dict(os.environ, BENCH_IDS=str(ids_file), BENCH_OUT=str(out), BENCH_LUA_DIR=str(LUA))
-    argv = ["wrk", "-t", str(WRK_THREADS), "-c", str(CONNECTIONS), "-d", f"{DURATION}s",
+    connections = connections or CONNECTIONS
+    duration = duration or DURATION
+    argv = ["wrk", "-t", str(min(WRK_THREADS, connections)), "-c", str(connections), "-d", f"{duration}s",
             "--timeout", "5s", "-s", str(LUA / script), base_url]
-    res = run_bounded(argv, env, DURATION + 30, sampler.sample if sampler else None)
+    res = run_bounded(argv, env, duration + 30, sampler.sample if sampler else None)
     if res.returncode != 0 or not out.exists():
         sys.exit(f"bench: wrk failed ({res.returncode}): {res.stderr}\n{res.stdout}")
     raw = json.loads(out.read_text())
@@ -291,7 +303,7 @@ def summarize(runs: list[dict]) -> dict:
 def svg_chart(results: dict, path: Path) -> None:
     """Grouped bars: throughput (left) and p50/p99 latency (right) per scenario/target."""
     rows = [(f"{s['scenario']}: {s['target']}", s) for s in results["summary"]]
-    colors = {"tasks-server": "#1f77b4", "minimal-pooled": "#ff7f0e",
+    colors = {"tasks-server": "#1f77b4", "raw-actix-http": "#d62728", "minimal-pooled": "#ff7f0e",
               "minimal-pipelined": "#2ca02c", "minimal-pipelined-per-worker": "#17becf",
               "pgbench": "#7f7f7f"}
     bar_h, gap, top, label_w, panel_w = 18, 8, 60, 300, 320
@@ -340,6 +352,13 @@ def markdown(results: dict) -> str:
     lines += ["", "| ratio (GET by id throughput) | value | budget |", "|---|---:|---|"]
     for r in results["ratios"]:
         lines.append(f"| {r['name']} | {r['value'] * 100:.1f}% | {r['budget']} |")
+    if results.get("sweep"):
+        lines += ["", "| sweep: GET by id, connections | target | req/s | p50 ms | p99 ms | errors | RSS peak MiB |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
+        for point in results["sweep"]:
+            lines.append(f"| {point['connections']} | {point['target']} | {point['rps']:.0f} | "
+                         f"{fmt_ms(point['p50_ms'])} | {fmt_ms(point['p99_ms'])} | {point['errors']} | "
+                         f"{point['rss_peak_kib'] / 1024:.1f} |")
     p = results["process"]
     img = results["image"]
     lines += ["", "| process | value | budget |", "|---|---:|---|",
@@ -364,7 +383,8 @@ def main() -> None:
     ours_bin = RELEASE / "tasks-server"
     pooled_bin = RELEASE / "minimal-pooled"
     pipelined_bin = RELEASE / "minimal-pipelined"
-    for b in (ours_bin, pooled_bin, pipelined_bin):
+    raw_bin = RELEASE / "raw-actix-http"
+    for b in (ours_bin, pooled_bin, pipelined_bin, raw_bin):
         if not b.exists():
             sys.exit(f"bench: {b.name} not built (scripts/bench.sh builds it)")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -375,19 +395,20 @@ def main() -> None:
         subprocess.run([str(ROOT / "scripts/pg.sh"), "stop", str(pg_dir)], timeout=120)
         shutil.rmtree(pg_dir)
     pg_env = dict(os.environ, PGPASSWORD_TASKS=PG_PASSWORD,
-                  PG_EXTRA_OPTS="-c max_connections=200")
+                  PG_EXTRA_OPTS="-c max_connections=300")
     subprocess.run([str(ROOT / "scripts/pg.sh"), "start", str(pg_dir), str(pg_port)],
                    env=pg_env, check=True, timeout=180)
     procs: list[Proc] = []
     try:
-        run(pg_port, ours_bin, pooled_bin, pipelined_bin, procs)
+        run(pg_port, ours_bin, {"raw-actix-http": raw_bin, "minimal-pooled": pooled_bin,
+                                "minimal-pipelined": pipelined_bin}, procs)
     finally:
         for p in procs:
             p.stop()
         subprocess.run([str(ROOT / "scripts/pg.sh"), "stop", str(pg_dir)], timeout=120)
 
 
-def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, procs: list[Proc]) -> None:
+def run(pg_port: int, ours_bin: Path, baselines: dict[str, Path], procs: list[Proc]) -> None:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKS_", "OTEL_", "BENCH_"))}
     ours_env = dict(base_env, TASKS_HTTP__HOST="127.0.0.1", TASKS_ADMIN__HOST="127.0.0.1",
                     TASKS_DATABASE__HOST="127.0.0.1", TASKS_DATABASE__PORT=str(pg_port),
@@ -425,11 +446,12 @@ def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, pro
     db = f"host=127.0.0.1 port={pg_port} user=tasks password={PG_PASSWORD} dbname=tasks"
     targets = {"tasks-server": ours_url}
     for name, binary, extra in (
-            ("minimal-pooled", pooled_bin, {"BENCH_POOL_SIZE": str(POOL_SIZE)}),
-            ("minimal-pipelined", pipelined_bin, {"BENCH_CLIENTS": str(PIPELINE_CLIENTS),
-                                                  "BENCH_PIPELINE_MODE": "shared"}),
-            ("minimal-pipelined-per-worker", pipelined_bin, {"BENCH_CLIENTS": "1",
-                                                             "BENCH_PIPELINE_MODE": "per-worker"})):
+            ("raw-actix-http", baselines["raw-actix-http"], {}),
+            ("minimal-pooled", baselines["minimal-pooled"], {"BENCH_POOL_SIZE": str(POOL_SIZE)}),
+            ("minimal-pipelined", baselines["minimal-pipelined"], {"BENCH_CLIENTS": str(PIPELINE_CLIENTS),
+                                                                   "BENCH_PIPELINE_MODE": "shared"}),
+            ("minimal-pipelined-per-worker", baselines["minimal-pipelined"],
+             {"BENCH_CLIENTS": "1", "BENCH_PIPELINE_MODE": "per-worker"})):
         bport = free_port()
         p = Proc(name, [str(binary)], dict(base_env, BENCH_LISTEN=f"127.0.0.1:{bport}", BENCH_DATABASE=db,
                                            BENCH_WORKERS=str(WORKERS), **extra))
@@ -471,6 +493,16 @@ def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, pro
             if script.removesuffix(".lua") not in SCENARIOS:
                 continue
             record(scenario, "tasks-server", wrk(ours_url, script, ids, sampler))
+    sweep = []
+    for connections in SWEEP:
+        for name in ("tasks-server", "raw-actix-http"):
+            point_sampler = RssSampler(procs_by_name(procs, name).proc.pid)
+            result = wrk(targets[name], "get.lua", ids, point_sampler, connections, SWEEP_SECS)
+            sweep.append({"connections": connections, "target": name, "rps": result["rps"],
+                          "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+                          "errors": result["errors"], "rss_peak_kib": point_sampler.peak})
+            log(f"  sweep c={connections:<4} {name:16} {result['rps']:9.0f} req/s  "
+                f"p99 {result['p99_ms']:.2f} ms  errors {result['errors']}  RSS {point_sampler.peak / 1024:.1f} MiB")
     for p in procs:
         if p.name != "tasks-server":
             baseline_rss[p.name] = rss_kib(p.proc.pid)["VmHWM"]
@@ -484,6 +516,8 @@ def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, pro
                 summary.append({"scenario": scenario, "target": target, **summarize(raw[(scenario, target)])})
     get = {s["target"]: s["rps"] for s in summary if s["scenario"] == "GET by id"}
     ratios = [
+        {"name": "ours / raw-actix-http (TechEmpower-shaped)", "value": get["tasks-server"] / get["raw-actix-http"],
+         "budget": "≥ 80% (goal)"},
         {"name": "ours / minimal-pooled", "value": get["tasks-server"] / get["minimal-pooled"],
          "budget": "≥ 85% (floor)"},
         {"name": "ours / minimal-pipelined", "value": get["tasks-server"] / get["minimal-pipelined"],
@@ -502,6 +536,7 @@ def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, pro
         "summary": summary,
         "runs": [{"scenario": k[0], "target": k[1], "runs": v} for k, v in raw.items()],
         "ratios": ratios,
+        "sweep": sweep,
         "process": {"start_to_ready_ms": starts, "rss_idle_kib": idle,
                     "rss_load_peak_kib": sampler.peak, "rss_hwm_kib": hwm,
                     "baseline_rss_hwm_kib": baseline_rss,
@@ -513,6 +548,14 @@ def run(pg_port: int, ours_bin: Path, pooled_bin: Path, pipelined_bin: Path, pro
     svg_chart(results, OUT / f"{chart}.svg")
     sys.stdout.write(markdown(results))
     sys.stdout.write(f"\nJSON: target/bench/{RESULTS_NAME}.json, chart: target/bench/{chart}.svg\n")
+    failing = [p for p in sweep if p["target"] == "tasks-server" and p["errors"]]
+    if failing:
+        sys.exit("bench: tasks-server had errors in the sweep at "
+                 + ", ".join(f"{p['connections']} connections ({p['errors']})" for p in failing))
+
+
+def procs_by_name(procs: list[Proc], name: str) -> Proc:
+    return next(p for p in procs if p.name == name)
 
 
 def git_revision() -> str:

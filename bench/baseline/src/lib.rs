@@ -1,4 +1,4 @@
-//! Shared parts of the bench-only baseline servers (`minimal-pooled`,
+//! Shared parts of the bench-only baseline servers (`raw-actix-http`, `minimal-pooled`,
 //! `minimal-pipelined`): settings from the environment, the prepared query, and the
 //! task's JSON shape. They answer only `GET /v1/tasks/{id}`, with the same statement and
 //! the same JSON fields as `tasks-server`, and nothing else (no logging, no middleware),

@@ -214,7 +214,11 @@ impl Health {
     /// Runs (or reuses cached results of) every check answering `probe`, concurrently.
     pub async fn report(&self, probe: Probe) -> Report {
         let checks: Vec<Arc<Check>> = match self.checks.read() {
-            Ok(checks) => checks.iter().filter(|c| c.probe == probe).cloned().collect(),
+            Ok(checks) => checks
+                .iter()
+                .filter(|c| c.probe == probe)
+                .cloned()
+                .collect(),
             Err(_) => Vec::new(),
         };
         let results = futures_util::future::join_all(checks.iter().map(|c| run_check(c))).await;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_http::Request;
-use actix_web::body::MessageBody;
 use actix_service::IntoServiceFactory;
+use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Response, Server, ServiceFactory};
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, web};
@@ -279,7 +279,11 @@ impl Service {
             pool,
         } = self;
         let signals = if handle_signals {
-            Some(requests.listen_for_signals().map_err(RuntimeError::Signals)?)
+            Some(
+                requests
+                    .listen_for_signals()
+                    .map_err(RuntimeError::Signals)?,
+            )
         } else {
             None
         };
@@ -302,9 +306,10 @@ impl Service {
         ));
         let results =
             futures_util::future::join_all(servers.into_iter().map(|(name, server)| async move {
-                server
-                    .await
-                    .map_err(|source| RuntimeError::Serve { listener: name, source })
+                server.await.map_err(|source| RuntimeError::Serve {
+                    listener: name,
+                    source,
+                })
             }))
             .await;
         drain.abort();

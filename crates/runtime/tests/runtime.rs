@@ -11,7 +11,12 @@ async fn status(url: &str) -> Option<u16> {
         .timeout(Duration::from_secs(2))
         .build()
         .expect("client");
-    client.get(url).send().await.ok().map(|r| r.status().as_u16())
+    client
+        .get(url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
 }
 
 /// Polls `condition` every 20 ms for at most 10 s.
@@ -56,12 +61,18 @@ async fn a_stop_request_fails_readiness_first_then_closes_the_api_then_the_admin
         format!("http://{api}/hello"),
         format!("http://{admin}/readyz"),
     );
-    eventually("the API to answer", || async { status(&hello).await == Some(200) }).await;
+    eventually("the API to answer", || async {
+        status(&hello).await == Some(200)
+    })
+    .await;
     assert_eq!(status(&readyz).await, Some(200), "ready before the stop");
     assert_eq!(status(&format!("http://{admin}/metrics")).await, Some(200));
 
     stop.stop();
-    eventually("readiness to fail", || async { status(&readyz).await == Some(503) }).await;
+    eventually("readiness to fail", || async {
+        status(&readyz).await == Some(503)
+    })
+    .await;
     assert_eq!(
         status(&hello).await,
         Some(200),
@@ -104,7 +115,13 @@ async fn a_taken_port_is_an_error_naming_the_listener_and_the_address() {
     let error = service
         .serve_admin(&ListenerSettings::loopback(port))
         .expect_err("the port is taken");
-    assert!(matches!(error, RuntimeError::Bind { listener: "admin", .. }));
+    assert!(matches!(
+        error,
+        RuntimeError::Bind {
+            listener: "admin",
+            ..
+        }
+    ));
     let message = error.to_string();
     assert!(
         message.contains("admin") && message.contains(&format!("127.0.0.1:{port}")),
