@@ -622,6 +622,40 @@ async fn a_key_rotation_is_picked_up_without_a_restart() {
 }
 
 #[actix_web::test]
+async fn a_withdrawn_key_stops_working_once_the_keys_are_older_than_their_max_age() {
+    logs();
+    let issuer = Issuer::start(vec![rsa1().jwk.clone(), rsa2().jwk.clone()]).await;
+    let authenticator = issuer
+        .builder()
+        .jwks_max_age(Duration::from_millis(100))
+        .jwks_refresh_min_interval(Duration::from_millis(50))
+        .build()
+        .expect("builds");
+    let cached = sign_rsa(rsa1(), &claims(&issuer.base));
+    authenticator.authenticate(&cached).await.expect("accepted");
+
+    // The issuer withdraws rsa-1; nothing names an unknown kid, so only the key set's age
+    // can trigger the (background) refresh.
+    issuer.publish(vec![rsa2().jwk.clone()]);
+    let mut attempt = 0;
+    eventually("a token signed with the withdrawn key is refused", || {
+        attempt += 1;
+        let mut fresh = claims(&issuer.base);
+        fresh["sub"] = json!(format!("user-{attempt}"));
+        let token = sign_rsa(rsa1(), &fresh);
+        let authenticator = authenticator.clone();
+        async move { authenticator.authenticate(&token).await.is_err() }
+    })
+    .await;
+    let error = authenticator
+        .authenticate(&cached)
+        .await
+        .expect_err("cache cleared");
+    assert_eq!(error.invalid_token_reason(), Some(InvalidToken::UnknownKey));
+    issuer.stop().await;
+}
+
+#[actix_web::test]
 async fn unknown_kids_refresh_the_keys_at_most_once_per_interval() {
     logs();
     let issuer = Issuer::start(vec![rsa1().jwk.clone()]).await;
