@@ -244,8 +244,7 @@ impl LocalServer {
     fn pg_sh(&self, args: impl FnOnce(&mut Command)) -> Result<Output, String> {
         let mut cmd = pg_sh_command();
         args(&mut cmd);
-        cmd.output()
-            .map_err(|e| format!("cannot run {PG_SH}: {e}"))
+        cmd.output().map_err(|e| format!("cannot run {PG_SH}: {e}"))
     }
 
     fn spawn_watchdog(&self) -> Result<(), String> {
