@@ -139,7 +139,7 @@ async fn shared_client_pipelines_reads_and_reconnects_after_a_restart() {
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => panic!("shared client did not recover: {e}"),
+            Err(e) => panic!("pipelined reader did not recover: {e}"),
         }
     }
 }
