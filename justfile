@@ -29,9 +29,9 @@ run *args:
     echo "admin: http://127.0.0.1:${TASKS_ADMIN__PORT:-9090}/livez /readyz /metrics"
     exec cargo run --locked -p tasks-server -- "$@"
 
-# Everything CI runs, with a summary line: lint, Rust tests, packaging, robustness, chart, image.
+# Everything CI runs, with a summary line: lint, Rust tests, packaging, robustness, chart, observability, image.
 test:
-    scripts/run-suites.sh lint test-rust test-package test-robustness test-chart test-image test-deploy rehearse
+    scripts/run-suites.sh lint test-rust test-package test-robustness test-chart test-observability test-image test-deploy rehearse
 
 # Format check, clippy and rustdoc with warnings denied, hadolint on the Dockerfile, no references to documents outside the repository.
 lint:
@@ -58,6 +58,10 @@ test-package:
 # Chart: helm lint (Helm 3 and 4), render every overlay, strict schemas for Kubernetes 1.34-1.37, checkov, negative cases.
 test-chart:
     scripts/test-chart.sh
+
+# Alerts and dashboard: promtool rule tests, then a real Prometheus scraping the real service under load evaluates every alert and dashboard query.
+test-observability:
+    scripts/test-observability.sh
 
 # Build the image from a host-compiled static binary and run it hardened against PostgreSQL.
 test-image:

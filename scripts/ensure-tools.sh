@@ -14,6 +14,8 @@
 #          musl      the Rust target x86_64-unknown-linux-musl and Debian's musl-tools
 #                    (x86_64-linux-musl-gcc), for the static binary of the image
 #          wrk       Debian's wrk (load generator of the rehearsal and the benchmark)
+#          prometheus  Debian's prometheus (prometheus and promtool, for just test-observability):
+#                    found on PATH, or installed under CI=true as root, or a message naming it
 #   Debian packages are installed (scripts/lib/debian.sh) when running as root; otherwise
 #   a missing one fails with its name. Docker Engine is scripts/docker-engine.sh ensure.
 #
@@ -174,6 +176,17 @@ tool_wrk() {
   debian_install wrk || die wrk "install Debian wrk (apt-get install wrk)"
 }
 
+tool_prometheus() {
+  command -v prometheus >/dev/null && command -v promtool >/dev/null && return
+  if [[ "${CI:-}" == "true" ]]; then
+    debian_install prometheus || die prometheus "install Debian's prometheus (apt-get install prometheus: prometheus and promtool)"
+  else
+    die prometheus "prometheus and promtool not found: install Debian's prometheus (apt-get install prometheus) or put both on PATH (CI=true installs it as root)"
+  fi
+  command -v prometheus >/dev/null && command -v promtool >/dev/null \
+    || die prometheus "Debian's prometheus installed but prometheus or promtool is not on PATH"
+}
+
 ALL=(helm helm3 kubectl kubernetes-validate checkov yamllint hadolint actionlint readme-generator just)
 [[ $# -gt 0 ]] || set -- "${ALL[@]}"
 
@@ -192,7 +205,8 @@ for t in "$@"; do
     postgres) tool_postgres ;;
     musl) tool_musl ;;
     wrk) tool_wrk ;;
-    *) die "$t" "unknown tool name (known: ${ALL[*]} postgres musl wrk)" ;;
+    prometheus|promtool) tool_prometheus ;;
+    *) die "$t" "unknown tool name (known: ${ALL[*]} postgres musl wrk prometheus)" ;;
   esac
 done
 log "ok: $*"

@@ -11,6 +11,10 @@
 #     error matching its `# expect:` regex (Helm 4 and Helm 3)
 #   - the chart README's parameter tables match values.yaml (readme-generator)
 #   - yamllint over the values files
+#   - cluster compatibility: every networkPolicy.dns preset admits exactly its DNS peers
+#     and ports (scripts/lib/chart_policy_test.py); postgresql.volumePermissions renders
+#     least privilege and its script, run for real, needs exactly CHOWN + DAC_OVERRIDE
+#     (scripts/lib/volume_permissions_test.py)
 # Prints PASS/FAIL per check and ends with "N passed, M failed". Under CI=true a
 # missing tool is a failure, never a skip.
 set -uo pipefail
@@ -292,6 +296,27 @@ kube_gate() {
 }
 if need helm "kubeVersion gate"; then
   run "kubeVersion >=1.29 gate refuses Kubernetes 1.28" kube_gate
+fi
+
+# ---------------------------------------------------------------------------
+# Cluster compatibility: DNS egress presets, volume permissions (Python, one line each)
+# ---------------------------------------------------------------------------
+# py_checks NAME CMD...: run a Python check file printing PASS/FAIL/SKIP lines and its own
+# "N passed, M failed[, K skipped]"; its lines count here, its summary line is not repeated.
+py_checks() {
+  local name="$1"; shift
+  local out="$WORK/py.$RANDOM" rc p f s
+  "$@" >"$out" 2>&1; rc=$?
+  grep -vE '^[0-9]+ passed, [0-9]+ failed' "$out"
+  read -r p f s < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed\(, \([0-9]*\) skipped\)\{0,1\}$/\1 \2 \4/p' "$out" | tail -n 1)
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0})); skipped=$((skipped + ${s:-0}))
+  while IFS= read -r line; do FAILED_NAMES+=("${line#FAIL  }"); done < <(grep '^FAIL  ' "$out")
+  if [[ -z "${p:-}" || ( $rc -ne 0 && ${f:-0} -eq 0 ) ]]; then fail "$name (exit $rc, no summary)"; fi
+}
+if need helm "DNS egress presets"; then
+  kv=(); has kubernetes-validate && kv=("$(command -v kubernetes-validate)")
+  py_checks "DNS egress presets" "$PY" scripts/lib/chart_policy_test.py helm "$CHART" "$OVERLAY_DIR/staging.yaml" "${kv[@]}"
+  py_checks "volume permissions" "$PY" scripts/lib/volume_permissions_test.py helm "$CHART" "$OVERLAY_DIR/staging.yaml"
 fi
 
 # The JSON schema itself must be valid JSON Schema (draft-07).

@@ -25,7 +25,8 @@ import json
 import os
 import sys
 
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("gateway.networking.k8s.io/v1", "HTTPRoute")}
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("gateway.networking.k8s.io/v1", "HTTPRoute")}
 
 
 def split_docs(src, out):
@@ -64,6 +65,19 @@ def crd_schemas():
               "port": s(), "path": s(pattern="^/"), "scheme": {"enum": ["http", "https"]},
               "interval": s(pattern="^[0-9]+(ms|s|m|h)$"), "scrapeTimeout": s(pattern="^[0-9]+(ms|s|m|h)$")}, ["port"])},
         }, ["selector", "endpoints"])}, ["apiVersion", "kind", "metadata", "spec"]),
+      "PrometheusRule": o({"apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"}, "metadata": meta,
+        "spec": o({
+          "groups": {"type": "array", "minItems": 1, "items": o({
+              "name": s(minLength=1), "interval": s(pattern="^[0-9]+(ms|s|m|h)$"),
+              "rules": {"type": "array", "minItems": 1, "items": {"oneOf": [
+                  o({"record": s(pattern="^[a-zA-Z_:][a-zA-Z0-9_:]*$"), "expr": s(minLength=1),
+                     "labels": {"type": "object", "additionalProperties": s()}}, ["record", "expr"]),
+                  o({"alert": s(pattern="^[a-zA-Z_][a-zA-Z0-9_]*$"), "expr": s(minLength=1),
+                     "for": s(pattern="^[0-9]+(ms|s|m|h|d)$"),
+                     "labels": {"type": "object", "additionalProperties": s()},
+                     "annotations": {"type": "object", "additionalProperties": s()}}, ["alert", "expr"])]}},
+          }, ["name", "rules"])},
+        }, ["groups"])}, ["apiVersion", "kind", "metadata", "spec"]),
       "HTTPRoute": o({"apiVersion": {"const": "gateway.networking.k8s.io/v1"}, "kind": {"const": "HTTPRoute"}, "metadata": meta,
         "spec": o({
           "parentRefs": {"type": "array", "minItems": 1, "items": o({"group": s(), "kind": s(), "name": s(minLength=1),
