@@ -192,6 +192,32 @@ def render(a):
     return rules[0]["spec"]["groups"], json.loads(boards[0]["data"]["tasks.json"]), boards[0]
 
 
+def runbook_checks(a):
+    """With prometheusRule.runbookBaseURL set, every alert links a section of alerts.md that exists."""
+    cmd = [a.helm, "template", RELEASE, a.chart, "--namespace", NAMESPACE, "-f", a.values,
+           "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.runbookBaseURL=https://runbooks.example/docs/runbooks/",
+           "--show-only", "templates/prometheusrule.yaml"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        check("runbook links render", [out.stderr.strip()])
+        return
+    doc = yaml.safe_load(out.stdout)
+    runbooks = os.path.join(os.path.dirname(os.path.abspath(a.rules_test)), "..", "..", "..", "docs", "runbooks", "alerts.md")
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.*)$", open(runbooks).read(), re.M)}
+    problems = []
+    for g in doc["spec"]["groups"]:
+        for r in g["rules"]:
+            if "alert" not in r:
+                continue
+            url = r.get("annotations", {}).get("runbook_url", "")
+            if not url.startswith("https://runbooks.example/docs/runbooks/alerts.md#"):
+                problems.append(f"{r['alert']}: runbook_url {url!r}")
+            elif url.split("#", 1)[1] not in anchors:
+                problems.append(f"{r['alert']}: docs/runbooks/alerts.md has no section #{url.split('#', 1)[1]}")
+    check("every alert's runbook_url names a section of docs/runbooks/alerts.md", problems)
+
+
 def promtool_checks(a, groups, work):
     rules_file = os.path.join(work, "rules.yaml")
     with open(rules_file, "w") as f:
@@ -592,6 +618,7 @@ def main():
             check(f"the chart renders the PrometheusRule ({sum(len(g['rules']) for g in groups)} rules) "
                   f"and the dashboard ConfigMap", [])
             promtool_checks(a, groups, work)
+            runbook_checks(a)
             dashboard_checks(board, configmap)
             if not a.skip_live:
                 try:
