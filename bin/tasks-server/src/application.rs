@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use actix_web::web;
 use anyhow::Context;
-use tasks_config::Origin;
+use tasks_auth::Authenticator;
+use tasks_config::{Loaded, Origin};
 use tasks_domain::{IdempotencyStore, TaskRepository, TaskService};
 use tasks_health::Health;
 use tasks_postgres::migrate::Strategy;
@@ -25,6 +26,36 @@ use crate::settings::Settings;
 /// The advisory-lock scope of this service's migrations.
 pub const MIGRATION_SCOPE: &str = "tasks-server";
 
+/// Where the secrets came from: a value read from a secret file (or a `_FILE` variable) is
+/// re-read from that file when it changes (password rotation, API tokens added or revoked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretOrigins {
+    /// Where `database.password` came from.
+    pub database_password: Origin,
+    /// Where `auth.api_tokens` came from.
+    pub api_tokens: Origin,
+}
+
+impl SecretOrigins {
+    /// The origins recorded by the configuration loader.
+    #[must_use]
+    pub fn of(loaded: &Loaded<Settings>) -> Self {
+        Self {
+            database_password: loaded.origin("database.password"),
+            api_tokens: loaded.origin("auth.api_tokens"),
+        }
+    }
+
+    /// Secrets given as plain values (tests that build [`Settings`] directly).
+    #[must_use]
+    pub fn plain() -> Self {
+        Self {
+            database_password: Origin::Default,
+            api_tokens: Origin::Default,
+        }
+    }
+}
+
 /// The tasks service, bound and started, not yet stopped.
 #[derive(Debug)]
 pub struct Application {
@@ -37,14 +68,13 @@ impl Application {
     /// Builds the service from `settings` and starts its listeners: the pool (no
     /// connection is opened yet), readiness on the database and the schema, the
     /// migrations in the background, the API and admin listeners (port 0 binds a free
-    /// port), and the idempotency-key sweep. `password_origin` is where
-    /// `database.password` came from (a secret file is re-read for every new connection).
-    /// Call it on the actix runtime.
+    /// port), authentication (the issuer's keys are fetched in the background), and the
+    /// idempotency-key sweep. Call it on the actix runtime.
     ///
     /// # Errors
-    /// Invalid pool settings or a listener that cannot bind.
-    pub fn build(settings: &Settings, password_origin: &Origin) -> anyhow::Result<Self> {
-        let pool_settings = settings.pool_settings(password_origin);
+    /// Invalid pool settings, an unreadable API-token file, or a listener that cannot bind.
+    pub fn build(settings: &Settings, secrets: &SecretOrigins) -> anyhow::Result<Self> {
+        let pool_settings = settings.pool_settings(&secrets.database_password);
         let pool = build_pool(&pool_settings).context("building the database pool")?;
         let workers = settings.workers();
 
@@ -62,6 +92,11 @@ impl Application {
                 },
             },
         );
+        let authenticator = settings
+            .auth
+            .authenticator(&secrets.api_tokens)
+            .context("setting up authentication")?;
+        announce_authentication(&authenticator, service.health());
         let idempotency = PgIdempotencyStore::new(pool.clone());
         tokio::spawn(purge_idempotency_keys(
             idempotency.clone(),
@@ -88,11 +123,20 @@ impl Application {
             })
         };
         let health = web::Data::new(service.health().clone());
+        let authenticator = web::Data::new(authenticator);
         let limits = Limits {
             max_body_bytes: settings.http.max_body_bytes,
+            body_timeout_ms: settings.http.body_timeout_ms,
         };
         let api_address = service.serve_api(
-            move || api::app(worker_state(), health.clone(), limits),
+            move || {
+                api::app(
+                    worker_state(),
+                    health.clone(),
+                    authenticator.clone(),
+                    limits,
+                )
+            },
             &settings.http.listener(),
             ApiOptions {
                 workers,
@@ -152,6 +196,32 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         Ok(self.service.run_until_stopped().await?)
     }
+}
+
+/// Says how requests are authenticated, loudly when they are not, and fetches the
+/// issuer's keys in the background (an issuer that is down does not delay the start).
+fn announce_authentication(authenticator: &Authenticator, health: &Health) {
+    if !authenticator.is_enabled() {
+        tracing::warn!(
+            "AUTHENTICATION IS DISABLED (auth.enabled=false): every request is served as an \
+             anonymous caller holding every scope; never run this way where the API is reachable"
+        );
+        health.notice(
+            "authentication",
+            "disabled by auth.enabled=false: every request is anonymous with every scope",
+        );
+        return;
+    }
+    tracing::info!(
+        api_tokens = authenticator.api_token_count(),
+        "authentication required on /v1/*"
+    );
+    let authenticator = authenticator.clone();
+    tokio::spawn(async move {
+        if let Err(error) = authenticator.warm_up().await {
+            tracing::warn!(%error, "identity provider not reachable yet; API tokens work, JWTs get 503 until its keys are fetched");
+        }
+    });
 }
 
 /// Expired idempotency keys removed per statement by the background sweep.

@@ -3,12 +3,12 @@
 //! in-process.
 //!
 //! ```no_run
-//! use tasks_server::{Application, settings};
+//! use tasks_server::{Application, SecretOrigins, settings};
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let loaded = settings::load().map_err(|errors| anyhow::anyhow!("{errors}"))?;
 //! actix_web::rt::System::new().block_on(async {
-//!     let app = Application::build(&loaded.value, &loaded.origin("database.password"))?;
+//!     let app = Application::build(&loaded.value, &SecretOrigins::of(&loaded))?;
 //!     println!("API on {}, admin on {}", app.api_address(), app.admin_address());
 //!     app.run_until_stopped().await // until SIGTERM, then the drain
 //! })
@@ -21,7 +21,7 @@ pub mod probe;
 pub mod settings;
 
 pub use api::openapi::document as openapi_document;
-pub use application::{Application, MIGRATION_SCOPE};
+pub use application::{Application, MIGRATION_SCOPE, SecretOrigins};
 
 /// The service's name, version and revision (traces, logs, `build_info`, `--version`).
 pub const IDENTITY: tasks_runtime::ServiceIdentity = tasks_runtime::ServiceIdentity {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tasks_server::{Application, IDENTITY, probe, settings};
+use tasks_server::{Application, IDENTITY, SecretOrigins, probe, settings};
 
 /// Version and git revision, as `--version` prints them.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GIT_REVISION"), ")");
@@ -41,6 +41,19 @@ enum Command {
         /// Give up on each request after this many seconds.
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
+        /// A file holding the API token to authenticate with (e.g. a mounted Secret key);
+        /// one trailing newline is ignored.
+        #[arg(long)]
+        token_file: Option<std::path::PathBuf>,
+    },
+    /// Mint a new API token: print the token (once; store it where the client reads it)
+    /// and the line to add to the `auth.api_tokens` Secret key (a hash, never the token).
+    MintToken {
+        /// Who the token authenticates as (the owner of the tasks it creates).
+        principal: String,
+        /// Scopes, e.g. `tasks:read tasks:write`.
+        #[arg(long = "scope", required = true, num_args = 1..)]
+        scopes: Vec<String>,
     },
     /// Print the OpenAPI document and exit.
     Openapi,
@@ -68,16 +81,27 @@ fn main() -> ExitCode {
         Command::RoundTrip {
             base_url,
             timeout_secs,
-        } => match probe::round_trip(&base_url, Duration::from_secs(timeout_secs)) {
-            Ok(id) => {
-                println!("{base_url}: task {id} created, read back and deleted");
-                ExitCode::SUCCESS
+            token_file,
+        } => round_trip(
+            &base_url,
+            Duration::from_secs(timeout_secs),
+            token_file.as_deref(),
+        ),
+        Command::MintToken { principal, scopes } => {
+            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+            match tasks_auth::mint_api_token(&principal, &scopes) {
+                Ok(minted) => {
+                    println!("token (shown once, store it now): {}", minted.token());
+                    println!("line for the auth.api_tokens Secret key:");
+                    println!("{}", minted.line());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("cannot mint a token: {error}");
+                    ExitCode::from(2)
+                }
             }
-            Err(error) => {
-                eprintln!("round trip failed: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Openapi => {
             println!("{}", tasks_server::openapi_document());
             ExitCode::SUCCESS
@@ -97,10 +121,34 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Serve => run(|loaded| async move {
-            Application::build(&loaded.value, &loaded.origin("database.password"))?
+            Application::build(&loaded.value, &SecretOrigins::of(&loaded))?
                 .run_until_stopped()
                 .await
         }),
+    }
+}
+
+fn round_trip(base_url: &str, timeout: Duration, token_file: Option<&std::path::Path>) -> ExitCode {
+    let token = match token_file.map(std::fs::read_to_string).transpose() {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!("round trip failed: cannot read the token file: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let caller = probe::Caller {
+        bearer: token.as_deref().map(|t| t.strip_suffix('\n').unwrap_or(t)),
+        timeout,
+    };
+    match probe::round_trip(base_url, caller) {
+        Ok(id) => {
+            println!("{base_url}: task {id} created, read back and deleted");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("round trip failed: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -126,7 +174,10 @@ where
     F: FnOnce(tasks_config::Loaded<settings::Settings>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    tasks_runtime::run_process(&IDENTITY, settings::load(), |s| &s.log, |loaded| async move {
-        body(loaded).await.map_err(|error| format!("{error:#}"))
-    })
+    tasks_runtime::run_process(
+        &IDENTITY,
+        settings::load(),
+        |s| &s.log,
+        |loaded| async move { body(loaded).await.map_err(|error| format!("{error:#}")) },
+    )
 }

@@ -34,7 +34,31 @@ impl Response {
 
 /// GETs `url` (`http://host[:port][/path]`); returns the status code.
 pub fn get(url: &str, timeout: Duration) -> anyhow::Result<u16> {
-    Ok(request("GET", url, None, timeout)?.status)
+    let anonymous = Caller {
+        bearer: None,
+        timeout,
+    };
+    Ok(anonymous.request("GET", url, None)?.status)
+}
+
+/// Who sends the requests of a check, and how long each may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The API token (or JWT) sent as `Authorization: Bearer`; never printed.
+    pub bearer: Option<&'a str>,
+    /// Bound on connecting, sending and reading each request.
+    pub timeout: Duration,
+}
+
+impl Caller<'_> {
+    fn request(
+        &self,
+        method: &str,
+        url: &str,
+        json: Option<&serde_json::Value>,
+    ) -> anyhow::Result<Response> {
+        request(method, url, json, self.bearer, self.timeout)
+    }
 }
 
 /// Sends one request with `Connection: close` and reads the whole response.
@@ -42,6 +66,7 @@ fn request(
     method: &str,
     url: &str,
     json: Option<&serde_json::Value>,
+    bearer: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Response> {
     let rest = url
@@ -75,6 +100,9 @@ fn request(
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: tasks-server-probe\r\nAccept: application/json\r\nConnection: close\r\n"
     );
+    if let Some(token) = bearer {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
     if json.is_some() {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -149,17 +177,16 @@ fn dechunk(mut rest: &[u8]) -> anyhow::Result<Vec<u8>> {
 /// Creates a task through the API at `base` (`http://host:port`), reads it back, deletes
 /// it and checks that it is gone: the Helm test's proof that the Service, the pods and the
 /// database work together. Returns the id of the task it created and removed.
-pub fn round_trip(base: &str, timeout: Duration) -> anyhow::Result<String> {
+pub fn round_trip(base: &str, caller: Caller<'_>) -> anyhow::Result<String> {
     let base = base.trim_end_matches('/');
     let title = "helm test round trip";
-    let created = request(
+    let created = caller.request(
         "POST",
         &format!("{base}/v1/tasks"),
         Some(&serde_json::json!({
             "title": title,
             "description": "created and deleted by `tasks-server round-trip`",
         })),
-        timeout,
     )?;
     ensure!(
         created.status == 201,
@@ -175,16 +202,21 @@ pub fn round_trip(base: &str, timeout: Duration) -> anyhow::Result<String> {
         .context("POST /v1/tasks: no id in the created task")?
         .to_owned();
     let url = format!("{base}/v1/tasks/{id}");
-    let checked = read_back_and_delete(&url, &id, title, timeout);
+    let checked = read_back_and_delete(caller, &url, &id, title);
     if checked.is_err() {
         // The check ran against a live database: never leave its task behind.
-        let _ = request("DELETE", &url, None, timeout);
+        let _ = caller.request("DELETE", &url, None);
     }
     checked.map(|()| id)
 }
 
-fn read_back_and_delete(url: &str, id: &str, title: &str, timeout: Duration) -> anyhow::Result<()> {
-    let read = request("GET", url, None, timeout)?;
+fn read_back_and_delete(
+    caller: Caller<'_>,
+    url: &str,
+    id: &str,
+    title: &str,
+) -> anyhow::Result<()> {
+    let read = caller.request("GET", url, None)?;
     ensure!(
         read.status == 200,
         "GET /v1/tasks/{id} answered {}, not 200",
@@ -197,13 +229,13 @@ fn read_back_and_delete(url: &str, id: &str, title: &str, timeout: Duration) -> 
         "GET /v1/tasks/{id} returned another task: {stored}"
     );
 
-    let deleted = request("DELETE", url, None, timeout)?;
+    let deleted = caller.request("DELETE", url, None)?;
     ensure!(
         deleted.status == 204,
         "DELETE /v1/tasks/{id} answered {}, not 204",
         deleted.status
     );
-    let gone = request("GET", url, None, timeout)?;
+    let gone = caller.request("GET", url, None)?;
     ensure!(
         gone.status == 404,
         "GET /v1/tasks/{id} after DELETE answered {}, not 404",
@@ -280,7 +312,11 @@ mod tests {
     #[test]
     fn a_failed_round_trip_deletes_the_task_it_created() {
         let (base, lines) = api_failing_the_read_back();
-        let error = round_trip(&base, Duration::from_secs(5)).expect_err("the read-back fails");
+        let caller = Caller {
+            bearer: Some("tkn_test"),
+            timeout: Duration::from_secs(5),
+        };
+        let error = round_trip(&base, caller).expect_err("the read-back fails");
         assert!(
             error.to_string().contains("GET /v1/tasks/x answered 500"),
             "{error:#}"

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use tasks_auth::AuthSettings;
 use tasks_config::{Loaded, Loader, Origin};
 use tasks_health::shutdown::ShutdownSettings;
 use tasks_postgres::pool::PoolSettings;
@@ -30,6 +31,8 @@ pub struct Settings {
     pub database: DatabaseSection,
     /// Logging.
     pub log: LogSettings,
+    /// Who may call the API: OIDC/JWT access tokens and static API tokens.
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -40,6 +43,10 @@ impl Default for Settings {
             shutdown: ShutdownSettings::default(),
             database: DatabaseSection::default(),
             log: LogSettings::default(),
+            auth: AuthSettings {
+                realm: "tasks".into(),
+                ..AuthSettings::default()
+            },
         }
     }
 }
@@ -151,6 +158,8 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// How long a client may take to send its request head before it is cut off.
     pub client_timeout_ms: u64,
+    /// How long a client may take to send a request body before it gets 408.
+    pub body_timeout_ms: u64,
 }
 
 impl Http {
@@ -172,6 +181,7 @@ impl Default for Http {
             workers: 0,
             max_body_bytes: 65_536,
             client_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
         }
     }
 }
@@ -194,6 +204,10 @@ pub fn load() -> Result<Loaded<Settings>, tasks_config::ConfigErrors> {
     if s.http.max_body_bytes == 0 {
         problems.push(loaded.problem("http.max_body_bytes", "must be positive"));
     }
+    if s.http.body_timeout_ms == 0 {
+        problems.push(loaded.problem("http.body_timeout_ms", "must be positive"));
+    }
+    problems.extend(s.auth.problems("auth", &loaded));
     problems.extend(s.database.common.problems("database", &loaded));
     if let Err(error) = s.log.filter() {
         // `RUST_LOG` wins over `log.level`: name whichever was actually parsed.

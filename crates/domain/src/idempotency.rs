@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::RepositoryError;
+use crate::{Owner, RepositoryError};
 
 /// Longest idempotency key, in bytes (keys are visible ASCII, so also in characters).
 pub const IDEMPOTENCY_KEY_MAX_LEN: usize = 255;
@@ -46,17 +46,28 @@ pub enum Claim {
     Mismatch,
 }
 
-/// Remembers requests by `Idempotency-Key` so retries are safe.
+/// Remembers requests by `Idempotency-Key` so retries are safe. Keys are scoped per
+/// [`Owner`]: two owners using the same key get two independent results.
 ///
 /// Keys expire (implementations choose how long; 24 hours is the documented policy).
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
     /// Claims `key` for a request whose content hashes to `fingerprint`.
-    async fn claim(&self, key: &str, fingerprint: &[u8]) -> Result<Claim, RepositoryError>;
+    async fn claim(
+        &self,
+        owner: &Owner,
+        key: &str,
+        fingerprint: &[u8],
+    ) -> Result<Claim, RepositoryError>;
 
     /// Records the answer of a claimed key.
-    async fn complete(&self, key: &str, answer: &RecordedAnswer) -> Result<(), RepositoryError>;
+    async fn complete(
+        &self,
+        owner: &Owner,
+        key: &str,
+        answer: &RecordedAnswer,
+    ) -> Result<(), RepositoryError>;
 
     /// Forgets a claimed key whose request failed without an answer worth replaying.
-    async fn release(&self, key: &str) -> Result<(), RepositoryError>;
+    async fn release(&self, owner: &Owner, key: &str) -> Result<(), RepositoryError>;
 }

@@ -21,6 +21,7 @@
 mod cursor;
 mod error;
 mod idempotency;
+mod owner;
 mod repository;
 mod service;
 mod task;
@@ -31,6 +32,7 @@ pub use idempotency::{
     Claim, IDEMPOTENCY_KEY_MAX_LEN, IDEMPOTENCY_KEY_PATTERN, IdempotencyStore, RecordedAnswer,
     is_valid_idempotency_key,
 };
+pub use owner::{OWNER_MAX_CHARS, Owner};
 pub use repository::{DeleteOutcome, TaskRepository, UpdateOutcome};
 pub use service::{DEFAULT_PAGE_LIMIT, ListQuery, MAX_PAGE_LIMIT, Page, Precondition, TaskService};
 pub use task::{DESCRIPTION_MAX_CHARS, NewTask, Status, TITLE_MAX_CHARS, Task, TaskPatch};

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{ListQuery, RecordedAnswer, RepositoryError, Task, TaskPatch};
+use crate::{ListQuery, Owner, RecordedAnswer, RepositoryError, Task, TaskPatch};
 
 /// What an update did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,12 +26,13 @@ pub enum DeleteOutcome {
     VersionMismatch,
 }
 
-/// Where tasks live. Implementations must make `update` and `delete` atomic with their
-/// version check (optimistic concurrency).
+/// Where tasks live. Every operation is scoped to one [`Owner`]: a task of another owner
+/// is, for every method, a task that does not exist. Implementations must make `update`
+/// and `delete` atomic with their version check (optimistic concurrency).
 #[async_trait]
 pub trait TaskRepository: Send + Sync {
-    /// Stores a new task.
-    async fn insert(&self, task: &Task) -> Result<(), RepositoryError>;
+    /// Stores a new task belonging to `owner`.
+    async fn insert(&self, owner: &Owner, task: &Task) -> Result<(), RepositoryError>;
 
     /// Stores a new task and, atomically with it, records `answer` as the answer to the
     /// claimed, still unanswered idempotency `key` ([`crate::IdempotencyStore::claim`]):
@@ -40,22 +41,24 @@ pub trait TaskRepository: Send + Sync {
     /// any more (another request with the same key was answered first).
     async fn insert_with_answer(
         &self,
+        owner: &Owner,
         task: &Task,
         key: &str,
         answer: &RecordedAnswer,
     ) -> Result<bool, RepositoryError>;
 
-    /// The task with this id.
-    async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError>;
+    /// The task of `owner` with this id.
+    async fn get(&self, owner: &Owner, id: Uuid) -> Result<Option<Task>, RepositoryError>;
 
-    /// Up to `query.limit + 1` tasks, newest first, older than `query.cursor` and matching
+    /// Up to `query.limit + 1` tasks of `owner`, newest first, older than `query.cursor` and matching
     /// `query.status` (the extra row tells the caller whether another page exists).
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, RepositoryError>;
+    async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Vec<Task>, RepositoryError>;
 
     /// Applies `patch` (bumping the version and `updated_at` to `now`) when the current
     /// version equals `expected`, or unconditionally when `expected` is `None`.
     async fn update(
         &self,
+        owner: &Owner,
         id: Uuid,
         patch: &TaskPatch,
         expected: Option<i64>,
@@ -65,6 +68,7 @@ pub trait TaskRepository: Send + Sync {
     /// Deletes the task when the current version equals `expected` (or always, for `None`).
     async fn delete(
         &self,
+        owner: &Owner,
         id: Uuid,
         expected: Option<i64>,
     ) -> Result<DeleteOutcome, RepositoryError>;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    Cursor, DeleteOutcome, DomainError, FieldError, NewTask, RecordedAnswer, Status, Task,
+    Cursor, DeleteOutcome, DomainError, FieldError, NewTask, Owner, RecordedAnswer, Status, Task,
     TaskPatch, TaskRepository, UpdateOutcome,
 };
 
@@ -90,7 +90,7 @@ pub enum Precondition {
     VersionIn(Vec<i64>),
 }
 
-/// The task use cases over a [`TaskRepository`].
+/// The task use cases over a [`TaskRepository`], each on behalf of one [`Owner`].
 #[derive(Debug)]
 pub struct TaskService<R: ?Sized> {
     repository: Arc<R>,
@@ -110,15 +110,19 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
         Self { repository }
     }
 
-    /// Validates and stores a new task.
+    /// Validates and stores a new task of `owner`.
     ///
     /// # Errors
     /// [`DomainError::Validation`] or a repository failure.
-    pub async fn create(&self, body: &serde_json::Value) -> Result<Task, DomainError> {
+    pub async fn create(
+        &self,
+        owner: &Owner,
+        body: &serde_json::Value,
+    ) -> Result<Task, DomainError> {
         let task = NewTask::from_json(body)
             .map_err(DomainError::Validation)?
             .into_task(Utc::now());
-        self.repository.insert(&task).await?;
+        self.repository.insert(owner, &task).await?;
         Ok(task)
     }
 
@@ -131,6 +135,7 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
     /// [`DomainError::Validation`] or a repository failure (nothing is stored).
     pub async fn create_idempotent(
         &self,
+        owner: &Owner,
         body: &serde_json::Value,
         key: &str,
         render: impl FnOnce(&Task) -> RecordedAnswer + Send,
@@ -141,25 +146,28 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
         let answer = render(&task);
         let stored = self
             .repository
-            .insert_with_answer(&task, key, &answer)
+            .insert_with_answer(owner, &task, key, &answer)
             .await?;
         Ok(stored.then_some(task))
     }
 
-    /// The task with this id.
+    /// The task of `owner` with this id.
     ///
     /// # Errors
-    /// [`DomainError::NotFound`] or a repository failure.
-    pub async fn get(&self, id: Uuid) -> Result<Task, DomainError> {
-        self.repository.get(id).await?.ok_or(DomainError::NotFound)
+    /// [`DomainError::NotFound`] (also for another owner's task) or a repository failure.
+    pub async fn get(&self, owner: &Owner, id: Uuid) -> Result<Task, DomainError> {
+        self.repository
+            .get(owner, id)
+            .await?
+            .ok_or(DomainError::NotFound)
     }
 
     /// One page of tasks, newest first.
     ///
     /// # Errors
     /// A repository failure.
-    pub async fn list(&self, query: &ListQuery) -> Result<Page, DomainError> {
-        let mut items = self.repository.list(query).await?;
+    pub async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Page, DomainError> {
+        let mut items = self.repository.list(owner, query).await?;
         let limit = query.limit as usize;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
@@ -170,8 +178,12 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
         Ok(Page { items, next_cursor })
     }
 
+    /// The version an `If-Match` precondition pins. A precondition on a task that does not
+    /// exist fails (RFC 9110 §13.1.1: no current representation matches), so it is
+    /// [`DomainError::PreconditionFailed`], not [`DomainError::NotFound`].
     async fn expected_version(
         &self,
+        owner: &Owner,
         id: Uuid,
         precondition: Option<&Precondition>,
     ) -> Result<Option<i64>, DomainError> {
@@ -179,7 +191,11 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
             None => Ok(None),
             Some(Precondition::VersionIn(versions)) if versions.len() == 1 => Ok(Some(versions[0])),
             Some(p) => {
-                let current = self.get(id).await?;
+                let current = self
+                    .repository
+                    .get(owner, id)
+                    .await?
+                    .ok_or(DomainError::PreconditionFailed)?;
                 match p {
                     Precondition::Exists => Ok(Some(current.version)),
                     Precondition::VersionIn(versions) if versions.contains(&current.version) => {
@@ -191,21 +207,24 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
         }
     }
 
-    /// Applies a JSON merge patch.
+    /// Applies a JSON merge patch to a task of `owner`.
     ///
     /// # Errors
-    /// [`DomainError::Validation`], [`DomainError::NotFound`],
-    /// [`DomainError::PreconditionFailed`] or a repository failure.
+    /// [`DomainError::Validation`], [`DomainError::NotFound`] (without `If-Match`),
+    /// [`DomainError::PreconditionFailed`] (also a missing task with `If-Match`) or a
+    /// repository failure.
     pub async fn update(
         &self,
+        owner: &Owner,
         id: Uuid,
         body: &serde_json::Value,
         precondition: Option<&Precondition>,
     ) -> Result<Task, DomainError> {
         let patch = TaskPatch::from_json(body).map_err(DomainError::Validation)?;
-        let expected = self.expected_version(id, precondition).await?;
+        let expected = self.expected_version(owner, id, precondition).await?;
+        let missing = missing_task(precondition);
         if patch.is_empty() {
-            let current = self.get(id).await?;
+            let current = self.repository.get(owner, id).await?.ok_or(missing)?;
             return match expected {
                 Some(v) if v != current.version => Err(DomainError::PreconditionFailed),
                 _ => Ok(current),
@@ -213,30 +232,42 @@ impl<R: TaskRepository + ?Sized> TaskService<R> {
         }
         match self
             .repository
-            .update(id, &patch, expected, Utc::now())
+            .update(owner, id, &patch, expected, Utc::now())
             .await?
         {
             UpdateOutcome::Updated(task) => Ok(task),
-            UpdateOutcome::NotFound => Err(DomainError::NotFound),
+            UpdateOutcome::NotFound => Err(missing),
             UpdateOutcome::VersionMismatch => Err(DomainError::PreconditionFailed),
         }
     }
 
-    /// Deletes a task.
+    /// Deletes a task of `owner`.
     ///
     /// # Errors
-    /// [`DomainError::NotFound`], [`DomainError::PreconditionFailed`] or a repository failure.
+    /// [`DomainError::NotFound`] (without `If-Match`), [`DomainError::PreconditionFailed`]
+    /// (also a missing task with `If-Match`) or a repository failure.
     pub async fn delete(
         &self,
+        owner: &Owner,
         id: Uuid,
         precondition: Option<&Precondition>,
     ) -> Result<(), DomainError> {
-        let expected = self.expected_version(id, precondition).await?;
-        match self.repository.delete(id, expected).await? {
+        let expected = self.expected_version(owner, id, precondition).await?;
+        match self.repository.delete(owner, id, expected).await? {
             DeleteOutcome::Deleted => Ok(()),
-            DeleteOutcome::NotFound => Err(DomainError::NotFound),
+            DeleteOutcome::NotFound => Err(missing_task(precondition)),
             DeleteOutcome::VersionMismatch => Err(DomainError::PreconditionFailed),
         }
+    }
+}
+
+/// What a missing task is to a request: not found, or, under `If-Match`, a failed
+/// precondition.
+fn missing_task(precondition: Option<&Precondition>) -> DomainError {
+    if precondition.is_some() {
+        DomainError::PreconditionFailed
+    } else {
+        DomainError::NotFound
     }
 }
 

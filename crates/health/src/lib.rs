@@ -120,6 +120,9 @@ pub struct CheckResult {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What an operator should know although nothing failed (see [`Health::notice`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A check's or a report's verdict.
@@ -153,6 +156,7 @@ impl Report {
 #[derive(Clone, Default)]
 pub struct Health {
     checks: Arc<RwLock<Vec<Arc<Check>>>>,
+    notices: Arc<RwLock<BTreeMap<String, String>>>,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -200,6 +204,15 @@ impl Health {
         }
     }
 
+    /// Shows `detail` under `name` in every readiness report, as a passing entry: for a
+    /// state that must not stop traffic but that an operator must not miss (e.g. a
+    /// safeguard turned off by configuration).
+    pub fn notice(&self, name: &str, detail: impl Into<String>) {
+        if let Ok(mut notices) = self.notices.write() {
+            notices.insert(name.to_owned(), detail.into());
+        }
+    }
+
     /// Makes readiness fail from now on (liveness is unaffected).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
@@ -231,8 +244,24 @@ impl Health {
                     status: Status::Fail,
                     duration_ms: 0,
                     error: Some("shutting down".to_owned()),
+                    detail: None,
                 },
             );
+        }
+        if probe == Probe::Readiness
+            && let Ok(notices) = self.notices.read()
+        {
+            for (name, detail) in notices.iter() {
+                map.insert(
+                    name.clone(),
+                    CheckResult {
+                        status: Status::Ok,
+                        duration_ms: 0,
+                        error: None,
+                        detail: Some(detail.clone()),
+                    },
+                );
+            }
         }
         let status = if map.values().all(|r| r.status == Status::Ok) {
             Status::Ok
@@ -261,16 +290,19 @@ async fn run_check(check: &Check) -> CheckResult {
             status: Status::Ok,
             duration_ms,
             error: None,
+            detail: None,
         },
         Ok(Err(error)) => CheckResult {
             status: Status::Fail,
             duration_ms,
             error: Some(error),
+            detail: None,
         },
         Err(_) => CheckResult {
             status: Status::Fail,
             duration_ms,
             error: Some(format!("timed out after {} ms", check.timeout.as_millis())),
+            detail: None,
         },
     };
     *last = Some((Instant::now(), result.clone()));
@@ -366,6 +398,19 @@ mod tests {
         let probes = (0..20).map(|_| health.report(Probe::Readiness));
         futures_util::future::join_all(probes).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn notices_show_in_readiness_reports_without_failing_them() {
+        let health = Health::new();
+        health.notice("authentication", "disabled by configuration");
+        let report = health.report(Probe::Readiness).await;
+        assert!(report.is_ok());
+        assert_eq!(
+            report.checks["authentication"].detail.as_deref(),
+            Some("disabled by configuration")
+        );
+        assert!(health.report(Probe::Liveness).await.checks.is_empty());
     }
 
     #[tokio::test]

@@ -1,12 +1,14 @@
-//! The `Idempotency-Key` store on PostgreSQL: every statement on the `idempotency_keys`
+//! The `Idempotency-Key` store on PostgreSQL: every statement on the `idempotency_answers`
 //! table lives here, including [`record_answer`], which other modules call inside their
-//! own transaction.
+//! own transaction. Keys are scoped per owner: the primary key is `(principal, key)`.
+//! (`idempotency_keys`, the unscoped table of releases before authentication, is left to
+//! the pods of such a release during a rolling update, and dropped by a later migration.)
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Pool, Transaction};
-use tasks_domain::{Claim, IdempotencyStore, RecordedAnswer, RepositoryError};
+use tasks_domain::{Claim, IdempotencyStore, Owner, RecordedAnswer, RepositoryError};
 use tokio_postgres::types::ToSql;
 
 use crate::error::{from_pool, from_postgres};
@@ -26,8 +28,8 @@ pub struct PgIdempotencyStore {
 }
 
 /// Records the answer of a claimed key, only while it is unanswered.
-const RECORD_ANSWER: &str = "UPDATE idempotency_keys SET status_code = $2, headers = $3, body = $4, \
-     completed_at = now() WHERE key = $1 AND status_code IS NULL";
+const RECORD_ANSWER: &str = "UPDATE idempotency_answers SET status_code = $3, headers = $4, body = $5, \
+     completed_at = now() WHERE principal = $1 AND key = $2 AND status_code IS NULL";
 
 /// The stored form of an answer: `status_code`, `headers` (a JSON array of pairs), `body`.
 fn answer_columns(answer: &RecordedAnswer) -> (i16, serde_json::Value) {
@@ -36,7 +38,7 @@ fn answer_columns(answer: &RecordedAnswer) -> (i16, serde_json::Value) {
     (code, metadata)
 }
 
-/// Records `answer` for the claimed, still unanswered `key` within `tx`, so that it
+/// Records `answer` for `owner`'s claimed, still unanswered `key` within `tx`, so that it
 /// commits or rolls back with whatever else `tx` writes (ADR 0008). Returns `false`,
 /// writing nothing, when the key has no unanswered claim any more. The updated row stays
 /// locked until `tx` ends: a concurrent request answering the same key waits, then finds
@@ -46,6 +48,7 @@ fn answer_columns(answer: &RecordedAnswer) -> (i16, serde_json::Value) {
 /// A storage failure.
 pub async fn record_answer(
     tx: &Transaction<'_>,
+    owner: &Owner,
     key: &str,
     answer: &RecordedAnswer,
 ) -> Result<bool, RepositoryError> {
@@ -54,7 +57,8 @@ pub async fn record_answer(
         .await
         .map_err(from_postgres)?;
     let (code, metadata) = answer_columns(answer);
-    let params: [&(dyn ToSql + Sync); 4] = [&key, &code, &metadata, &answer.body];
+    let principal = owner.as_str();
+    let params: [&(dyn ToSql + Sync); 5] = [&principal, &key, &code, &metadata, &answer.body];
     let answered = tx.execute(&stmt, &params).await.map_err(from_postgres)?;
     Ok(answered == 1)
 }
@@ -79,8 +83,8 @@ impl PgIdempotencyStore {
         let client = self.pool.get().await.map_err(from_pool)?;
         let stmt = client
             .prepare_cached(
-                "DELETE FROM idempotency_keys WHERE key IN (\
-                   SELECT key FROM idempotency_keys \
+                "DELETE FROM idempotency_answers WHERE (principal, key) IN (\
+                   SELECT principal, key FROM idempotency_answers \
                    WHERE created_at < now() - make_interval(secs => $1) \
                    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
             )
@@ -95,19 +99,25 @@ impl PgIdempotencyStore {
 
 #[async_trait]
 impl IdempotencyStore for PgIdempotencyStore {
-    async fn claim(&self, key: &str, fingerprint: &[u8]) -> Result<Claim, RepositoryError> {
-        instrumented("INSERT idempotency_keys", "INSERT", async move {
+    async fn claim(
+        &self,
+        owner: &Owner,
+        key: &str,
+        fingerprint: &[u8],
+    ) -> Result<Claim, RepositoryError> {
+        let principal = owner.as_str();
+        instrumented("INSERT idempotency_answers", "INSERT", async move {
             let client = self.pool.get().await.map_err(from_pool)?;
             // Take the key if it is new, expired, or abandoned mid-flight; otherwise read it.
             let take = client
                 .prepare_cached(
-                    "INSERT INTO idempotency_keys (key, fingerprint) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, \
+                    "INSERT INTO idempotency_answers (principal, key, fingerprint) VALUES ($1, $2, $3) \
+                     ON CONFLICT (principal, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status_code = NULL, \
                        headers = NULL, body = NULL, created_at = now(), completed_at = NULL \
-                     WHERE idempotency_keys.created_at < now() - make_interval(secs => $3) \
-                        OR (idempotency_keys.status_code IS NULL \
-                            AND idempotency_keys.created_at < now() - make_interval(secs => $4) \
-                            AND idempotency_keys.fingerprint = EXCLUDED.fingerprint) \
+                     WHERE idempotency_answers.created_at < now() - make_interval(secs => $4) \
+                        OR (idempotency_answers.status_code IS NULL \
+                            AND idempotency_answers.created_at < now() - make_interval(secs => $5) \
+                            AND idempotency_answers.fingerprint = EXCLUDED.fingerprint) \
                      RETURNING key",
                 )
                 .await
@@ -115,7 +125,7 @@ impl IdempotencyStore for PgIdempotencyStore {
             if client
                 .query_opt(
                     &take,
-                    &[&key, &fingerprint, &secs(RETENTION), &secs(ABANDONED_AFTER)],
+                    &[&principal, &key, &fingerprint, &secs(RETENTION), &secs(ABANDONED_AFTER)],
                 )
                 .await
                 .map_err(from_postgres)?
@@ -124,10 +134,14 @@ impl IdempotencyStore for PgIdempotencyStore {
                 return Ok(Claim::Claimed);
             }
             let read = client
-                .prepare_cached("SELECT fingerprint, status_code, headers, body FROM idempotency_keys WHERE key = $1")
+                .prepare_cached("SELECT fingerprint, status_code, headers, body FROM idempotency_answers WHERE principal = $1 AND key = $2")
                 .await
                 .map_err(from_postgres)?;
-            let Some(row) = client.query_opt(&read, &[&key]).await.map_err(from_postgres)? else {
+            let Some(row) = client
+                .query_opt(&read, &[&principal, &key])
+                .await
+                .map_err(from_postgres)?
+            else {
                 // Deleted by a sweep between the two statements: a retry will claim it.
                 return Ok(Claim::InFlight);
             };
@@ -152,19 +166,25 @@ impl IdempotencyStore for PgIdempotencyStore {
         .await
     }
 
-    async fn complete(&self, key: &str, answer: &RecordedAnswer) -> Result<(), RepositoryError> {
-        instrumented("UPDATE idempotency_keys", "UPDATE", async move {
+    async fn complete(
+        &self,
+        owner: &Owner,
+        key: &str,
+        answer: &RecordedAnswer,
+    ) -> Result<(), RepositoryError> {
+        let principal = owner.as_str();
+        instrumented("UPDATE idempotency_answers", "UPDATE", async move {
             let client = self.pool.get().await.map_err(from_pool)?;
             let stmt = client
                 .prepare_cached(
-                    "UPDATE idempotency_keys SET status_code = $2, headers = $3, body = $4, completed_at = now() \
-                     WHERE key = $1",
+                    "UPDATE idempotency_answers SET status_code = $3, headers = $4, body = $5, completed_at = now() \
+                     WHERE principal = $1 AND key = $2",
                 )
                 .await
                 .map_err(from_postgres)?;
             let (code, metadata) = answer_columns(answer);
             client
-                .execute(&stmt, &[&key, &code, &metadata, &answer.body])
+                .execute(&stmt, &[&principal, &key, &code, &metadata, &answer.body])
                 .await
                 .map_err(from_postgres)?;
             Ok(())
@@ -172,17 +192,18 @@ impl IdempotencyStore for PgIdempotencyStore {
         .await
     }
 
-    async fn release(&self, key: &str) -> Result<(), RepositoryError> {
-        instrumented("DELETE idempotency_keys", "DELETE", async move {
+    async fn release(&self, owner: &Owner, key: &str) -> Result<(), RepositoryError> {
+        let principal = owner.as_str();
+        instrumented("DELETE idempotency_answers", "DELETE", async move {
             let client = self.pool.get().await.map_err(from_pool)?;
             let stmt = client
                 .prepare_cached(
-                    "DELETE FROM idempotency_keys WHERE key = $1 AND status_code IS NULL",
+                    "DELETE FROM idempotency_answers WHERE principal = $1 AND key = $2 AND status_code IS NULL",
                 )
                 .await
                 .map_err(from_postgres)?;
             client
-                .execute(&stmt, &[&key])
+                .execute(&stmt, &[&principal, &key])
                 .await
                 .map_err(from_postgres)?;
             Ok(())

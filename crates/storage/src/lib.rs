@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use tasks_domain::TaskService;
+//! use tasks_domain::{Owner, TaskService};
 //! use tasks_postgres::pool;
 //! use tasks_storage::tasks::PgTaskRepository;
 //!
@@ -21,7 +21,8 @@
 //! let settings = pool::PoolSettings { host: "db".into(), name: "tasks".into(), user: "tasks".into(), ..Default::default() };
 //! tasks_postgres::migrate::run_locked(&settings, tasks_storage::embedded::runner(), "tasks-server").await?;
 //! let service = TaskService::new(Arc::new(PgTaskRepository::new(pool::build_pool(&settings)?)));
-//! let task = service.create(&serde_json::json!({"title": "Ship it"})).await?;
+//! let owner = Owner::new("token:ci").ok_or("empty owner")?;
+//! let task = service.create(&owner, &serde_json::json!({"title": "Ship it"})).await?;
 //! # let _ = task; Ok(()) }
 //! ```
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tasks_domain::{
-    DeleteOutcome, ListQuery, RecordedAnswer, RepositoryError, Status, Task, TaskPatch,
+    DeleteOutcome, ListQuery, Owner, RecordedAnswer, RepositoryError, Status, Task, TaskPatch,
     TaskRepository, UpdateOutcome,
 };
 use tasks_postgres::pipelined::PipelinedReader;
@@ -26,37 +26,47 @@ macro_rules! columns {
     };
 }
 
-const SELECT_BY_ID: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1");
+// Every statement is scoped by `owner = $1`: another owner's task is a missing task.
+const SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM tasks WHERE owner = $1 AND id = $2"
+);
 const LIST: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM tasks ORDER BY id DESC LIMIT $1"
+    " FROM tasks WHERE owner = $1 ORDER BY id DESC LIMIT $2"
 );
 const LIST_BY_STATUS: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM tasks WHERE status = $1 ORDER BY id DESC LIMIT $2"
+    " FROM tasks WHERE owner = $1 AND status = $2 ORDER BY id DESC LIMIT $3"
 );
 const LIST_AFTER: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM tasks WHERE id < $1 ORDER BY id DESC LIMIT $2"
+    " FROM tasks WHERE owner = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
 );
 const LIST_BY_STATUS_AFTER: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM tasks WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+    " FROM tasks WHERE owner = $1 AND status = $2 AND id < $3 ORDER BY id DESC LIMIT $4"
 );
 
 const INSERT: &str = concat!(
-    "INSERT INTO tasks (",
+    "INSERT INTO tasks (owner, ",
     columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 );
 
 /// The parameters of [`INSERT`], in column order (`status` is `task.status.as_str()`).
-fn insert_params<'a>(task: &'a Task, status: &'a &'static str) -> [&'a (dyn ToSql + Sync); 8] {
+fn insert_params<'a>(
+    owner: &'a &'a str,
+    task: &'a Task,
+    status: &'a &'static str,
+) -> [&'a (dyn ToSql + Sync); 9] {
     [
+        owner,
         &task.id,
         &task.title,
         &task.description,
@@ -134,12 +144,15 @@ fn to_task(row: &Row) -> Result<Task, RepositoryError> {
 
 #[async_trait]
 impl TaskRepository for PgTaskRepository {
-    async fn insert(&self, task: &Task) -> Result<(), RepositoryError> {
+    async fn insert(&self, owner: &Owner, task: &Task) -> Result<(), RepositoryError> {
         instrumented("INSERT tasks", "INSERT", async move {
             let client = self.client().await?;
             let stmt = client.prepare_cached(INSERT).await.map_err(from_postgres)?;
             client
-                .execute(&stmt, &insert_params(task, &task.status.as_str()))
+                .execute(
+                    &stmt,
+                    &insert_params(&owner.as_str(), task, &task.status.as_str()),
+                )
                 .await
                 .map_err(from_postgres)?;
             Ok(())
@@ -149,6 +162,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn insert_with_answer(
         &self,
+        owner: &Owner,
         task: &Task,
         key: &str,
         answer: &RecordedAnswer,
@@ -158,40 +172,47 @@ impl TaskRepository for PgTaskRepository {
             let tx = client.transaction().await.map_err(from_postgres)?;
             // Answer the key first: the row lock makes a concurrent request with the same
             // key wait here, and then find the key answered and store nothing.
-            if !record_answer(&tx, key, answer).await? {
+            if !record_answer(&tx, owner, key, answer).await? {
                 tx.rollback().await.map_err(from_postgres)?;
                 return Ok(false);
             }
             let insert = tx.prepare_cached(INSERT).await.map_err(from_postgres)?;
-            tx.execute(&insert, &insert_params(task, &task.status.as_str()))
-                .await
-                .map_err(from_postgres)?;
+            tx.execute(
+                &insert,
+                &insert_params(&owner.as_str(), task, &task.status.as_str()),
+            )
+            .await
+            .map_err(from_postgres)?;
             tx.commit().await.map_err(from_postgres)?;
             Ok(true)
         })
         .await
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<Task>, RepositoryError> {
+    async fn get(&self, owner: &Owner, id: Uuid) -> Result<Option<Task>, RepositoryError> {
+        let owner = owner.as_str();
         instrumented("SELECT tasks", "SELECT", async move {
-            let rows = self.read(SELECT_BY_ID, &[&id]).await?;
+            let rows = self.read(SELECT_BY_ID, &[&owner, &id]).await?;
             rows.first().map(to_task).transpose()
         })
         .await
     }
 
-    async fn list(&self, query: &ListQuery) -> Result<Vec<Task>, RepositoryError> {
+    async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Vec<Task>, RepositoryError> {
+        let owner = owner.as_str();
         instrumented("SELECT tasks", "SELECT", async move {
             let fetch = i64::from(query.limit) + 1;
             let status = query.status.map(Status::as_str);
             let after = query.cursor.map(|c| c.after);
             // One statement per filter shape, so each gets a plan that uses its index.
             let rows = match (&status, &after) {
-                (None, None) => self.read(LIST, &[&fetch]).await?,
-                (Some(status), None) => self.read(LIST_BY_STATUS, &[status, &fetch]).await?,
-                (None, Some(after)) => self.read(LIST_AFTER, &[after, &fetch]).await?,
+                (None, None) => self.read(LIST, &[&owner, &fetch]).await?,
+                (Some(status), None) => {
+                    self.read(LIST_BY_STATUS, &[&owner, status, &fetch]).await?
+                }
+                (None, Some(after)) => self.read(LIST_AFTER, &[&owner, after, &fetch]).await?,
                 (Some(status), Some(after)) => {
-                    self.read(LIST_BY_STATUS_AFTER, &[status, after, &fetch])
+                    self.read(LIST_BY_STATUS_AFTER, &[&owner, status, after, &fetch])
                         .await?
                 }
             };
@@ -202,6 +223,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn update(
         &self,
+        owner: &Owner,
         id: Uuid,
         patch: &TaskPatch,
         expected: Option<i64>,
@@ -217,7 +239,7 @@ impl TaskRepository for PgTaskRepository {
                        status = CASE WHEN $6 THEN $7 ELSE status END, \
                        due_at = CASE WHEN $8 THEN $9 ELSE due_at END, \
                        updated_at = $10, version = version + 1 \
-                     WHERE id = $1 AND ($11::bigint IS NULL OR version = $11) \
+                     WHERE id = $1 AND ($11::bigint IS NULL OR version = $11) AND owner = $12 \
                      RETURNING ",
                     columns!(),
                     ""
@@ -242,6 +264,7 @@ impl TaskRepository for PgTaskRepository {
                         &due_at,
                         &now,
                         &expected,
+                        &owner.as_str(),
                     ],
                 )
                 .await
@@ -249,7 +272,7 @@ impl TaskRepository for PgTaskRepository {
             if let Some(row) = row {
                 return Ok(UpdateOutcome::Updated(to_task(&row)?));
             }
-            Ok(if self.exists(&client, id).await? {
+            Ok(if self.exists(&client, owner, id).await? {
                 UpdateOutcome::VersionMismatch
             } else {
                 UpdateOutcome::NotFound
@@ -260,6 +283,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn delete(
         &self,
+        owner: &Owner,
         id: Uuid,
         expected: Option<i64>,
     ) -> Result<DeleteOutcome, RepositoryError> {
@@ -267,19 +291,19 @@ impl TaskRepository for PgTaskRepository {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
-                    "DELETE FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR version = $2)",
+                    "DELETE FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) AND owner = $3",
                 )
                 .await
                 .map_err(from_postgres)?;
             if client
-                .execute(&stmt, &[&id, &expected])
+                .execute(&stmt, &[&id, &expected, &owner.as_str()])
                 .await
                 .map_err(from_postgres)?
                 == 1
             {
                 return Ok(DeleteOutcome::Deleted);
             }
-            Ok(if self.exists(&client, id).await? {
+            Ok(if self.exists(&client, owner, id).await? {
                 DeleteOutcome::VersionMismatch
             } else {
                 DeleteOutcome::NotFound
@@ -293,14 +317,15 @@ impl PgTaskRepository {
     async fn exists(
         &self,
         client: &deadpool_postgres::Object,
+        owner: &Owner,
         id: Uuid,
     ) -> Result<bool, RepositoryError> {
         let stmt = client
-            .prepare_cached("SELECT 1 FROM tasks WHERE id = $1")
+            .prepare_cached("SELECT 1 FROM tasks WHERE owner = $1 AND id = $2")
             .await
             .map_err(from_postgres)?;
         Ok(client
-            .query_opt(&stmt, &[&id])
+            .query_opt(&stmt, &[&owner.as_str(), &id])
             .await
             .map_err(from_postgres)?
             .is_some())

@@ -135,3 +135,29 @@ async fn bring_schema_current_waits_for_another_migrator_then_applies_itself() {
         .await
     );
 }
+
+#[tokio::test]
+async fn tasks_written_before_owners_existed_belong_to_nobody_who_can_sign_in() {
+    let db = tasks_test_support::fresh_database().await;
+    let settings = common::settings(&db);
+    let before_owners = tasks_storage::embedded::runner().set_target(refinery::Target::Version(2));
+    run_locked(&settings, before_owners, "t").await.unwrap();
+    let client = db.connect().await;
+    // What a pod of the release before authentication writes, also during the rollout.
+    let insert_without_owner = "INSERT INTO tasks (id, title, created_at, updated_at) \
+         VALUES (gen_random_uuid(), 'written before', now(), now())";
+    client.batch_execute(insert_without_owner).await.unwrap();
+
+    run_locked(&settings, tasks_storage::embedded::runner(), "t")
+        .await
+        .unwrap();
+    client.batch_execute(insert_without_owner).await.unwrap();
+    let owners: Vec<String> = client
+        .query("SELECT owner FROM tasks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(owners, ["legacy:unauthenticated", "legacy:unauthenticated"]);
+}

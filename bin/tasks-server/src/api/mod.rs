@@ -1,5 +1,7 @@
 //! The HTTP API: routes, middleware order and error handling.
 
+pub mod body;
+pub mod caller;
 pub mod openapi;
 pub mod problem;
 pub mod tasks;
@@ -11,11 +13,22 @@ use actix_web::{App, HttpResponse, web};
 
 use problem::{ApiError, problem_for_any_error};
 
-/// Per-app limits.
-#[derive(Debug, Clone, Copy)]
+/// Per-app limits on request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// How long a client may take to send the whole body.
+    pub body_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 65_536,
+            body_timeout_ms: 10_000,
+        }
+    }
 }
 
 fn method_not_allowed(
@@ -32,6 +45,7 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 pub fn configure(limits: Limits) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::PayloadConfig::new(limits.max_body_bytes))
+            .app_data(limits)
             .service(
                 web::resource("/v1/tasks")
                     .route(web::get().to(tasks::list))
@@ -59,6 +73,7 @@ pub fn configure(limits: Limits) -> impl FnOnce(&mut web::ServiceConfig) {
 pub fn app(
     state: web::Data<tasks::ApiState>,
     health: web::Data<tasks_health::Health>,
+    authenticator: web::Data<tasks_auth::Authenticator>,
     limits: Limits,
 ) -> App<
     impl ServiceFactory<
@@ -72,6 +87,7 @@ pub fn app(
     App::new()
         .app_data(state)
         .app_data(health)
+        .app_data(authenticator)
         .configure(configure(limits))
         .wrap(ErrorHandlers::new().default_handler(problem_for_any_error))
         .wrap(from_fn(tasks_health::shutdown::close_when_draining))

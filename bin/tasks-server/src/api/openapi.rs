@@ -24,9 +24,106 @@ use super::tasks;
     info(title = "Tasks API", description = "A small task tracking API over PostgreSQL. Errors are RFC 9457 problem documents; every response carries X-Request-Id.", license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")),
     paths(tasks::create, tasks::list, tasks::get, tasks::update, tasks::delete, openapi_json),
     components(schemas(TaskSchema, StatusSchema, PageSchema, FieldErrorSchema, Problem)),
-    tags((name = "tasks", description = "Task tracking"), (name = "meta", description = "About the API"))
+    tags((name = "tasks", description = "Task tracking"), (name = "meta", description = "About the API")),
+    modifiers(&Authentication)
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer scheme (OIDC access tokens or API tokens) and, on every `/v1/*`
+/// operation, the scope it requires and the 401/403/503 answers of RFC 6750. Each caller
+/// sees and changes only its own tasks: another caller's task is a 404.
+struct Authentication;
+
+impl utoipa::Modify for Authentication {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::content::ContentBuilder;
+        use utoipa::openapi::header::Header;
+        use utoipa::openapi::response::ResponseBuilder;
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or API token")
+                    .description(Some(format!(
+                        "An OIDC access token from the configured issuer (scopes in its `scope` or \
+                     `scp` claim) or a static API token. `{}` reads, `{}` writes.",
+                        super::caller::READ_SCOPE,
+                        super::caller::WRITE_SCOPE
+                    )))
+                    .build(),
+            ),
+        );
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build()
+        };
+        let challenge =
+            || Header::new(ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)));
+        let api_paths = openapi
+            .paths
+            .paths
+            .iter_mut()
+            .filter(|(path, _)| path.starts_with("/v1/"));
+        for (_, item) in api_paths {
+            let operations = [
+                (&mut item.get, super::caller::READ_SCOPE),
+                (&mut item.post, super::caller::WRITE_SCOPE),
+                (&mut item.patch, super::caller::WRITE_SCOPE),
+                (&mut item.delete, super::caller::WRITE_SCOPE),
+            ];
+            for (operation, scope) in operations {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                operation.security = Some(vec![SecurityRequirement::new(BEARER_SCHEME, [scope])]);
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "401".into(),
+                    ResponseBuilder::new()
+                        .description("Missing, malformed, expired or unknown credentials")
+                        .header("WWW-Authenticate", challenge())
+                        .content(PROBLEM_MEDIA_TYPE, problem())
+                        .into(),
+                );
+                responses.insert(
+                    "403".into(),
+                    ResponseBuilder::new()
+                        .description(format!("The credentials lack the `{scope}` scope"))
+                        .header("WWW-Authenticate", challenge())
+                        .content(PROBLEM_MEDIA_TYPE, problem())
+                        .into(),
+                );
+                responses.entry("503".into()).or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("Database or identity provider unavailable")
+                        .content(PROBLEM_MEDIA_TYPE, problem())
+                        .into()
+                });
+                if operation.request_body.is_some() {
+                    responses.insert(
+                        "408".into(),
+                        ResponseBuilder::new()
+                            .description("The body was not received in time")
+                            .content(PROBLEM_MEDIA_TYPE, problem())
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The name of the bearer security scheme.
+const BEARER_SCHEME: &str = "bearer";
+/// The media type of problem documents.
+const PROBLEM_MEDIA_TYPE: &str = super::problem::PROBLEM_JSON;
 
 /// The document as pretty JSON (what `docs/openapi.json` holds).
 #[must_use]

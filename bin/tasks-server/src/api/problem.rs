@@ -70,6 +70,21 @@ pub enum ApiError {
     /// The route exists, but not for this method; the value lists the allowed ones.
     #[error("allowed methods: {0}")]
     MethodNotAllowed(&'static str),
+    /// No credentials, bad credentials, a missing scope, or an identity provider that
+    /// cannot be asked (RFC 6750 statuses and challenges).
+    #[error(transparent)]
+    Auth(#[from] tasks_auth::AuthError),
+    /// The request body is larger than `http.max_body_bytes`.
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// The request body arrived too slowly.
+    #[error("the request body was not received within {0} ms")]
+    BodyTimeout(u64),
+    /// The request body is compressed; the API accepts only identity bodies.
+    #[error(
+        "compressed request bodies are not accepted (Content-Encoding: {0}); send the body uncompressed"
+    )]
+    EncodedBody(String),
 }
 
 impl ApiError {
@@ -83,6 +98,13 @@ impl ApiError {
             }
             Self::IdempotencyMismatch => "urn:problem-type:tasks:idempotency-key-reused",
             Self::IdempotencyInFlight => "urn:problem-type:tasks:idempotency-key-in-flight",
+            Self::Auth(tasks_auth::AuthError::InsufficientScope { .. }) => {
+                "urn:problem-type:tasks:insufficient-scope"
+            }
+            Self::Auth(tasks_auth::AuthError::Unavailable { .. }) => {
+                "urn:problem-type:tasks:identity-provider-unavailable"
+            }
+            Self::Auth(_) => "urn:problem-type:tasks:unauthenticated",
             _ => "about:blank",
         }
     }
@@ -129,6 +151,10 @@ impl ResponseError for ApiError {
             Self::IdempotencyInFlight => StatusCode::CONFLICT,
             Self::NoSuchResource => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Auth(error) => error.status(),
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::EncodedBody(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -139,10 +165,38 @@ impl ResponseError for ApiError {
         }
         let mut response =
             problem_response(status, self.kind(), self.detail(), self.field_errors());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Self::Auth(error) = self {
+            let challenge = error
+                .www_authenticate()
+                .and_then(|value| HeaderValue::from_str(&value).ok());
+            if let Some(challenge) = challenge {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            let retry_after = error
+                .retry_after_header()
+                .and_then(|value| HeaderValue::from_str(&value).ok());
+            if let Some(retry_after) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after);
+            }
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::EncodedBody(_) = self {
+            response.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
+        if let Self::BodyTimeout(_) = self {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Self::MethodNotAllowed(allow) = self {
             response

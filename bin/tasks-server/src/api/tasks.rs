@@ -13,6 +13,8 @@ use tasks_domain::{
 };
 use uuid::Uuid;
 
+use super::body::Body;
+use super::caller::{Reader, Writer};
 use super::openapi::{
     IdempotencyKeyHeader, PageSchema, StatusSchema, TaskSchema, new_description_input,
     patched_description_input, title_input,
@@ -152,8 +154,9 @@ fn none_match(headers: &HeaderMap, task: &Task) -> Result<bool, ApiError> {
     )
 )]
 pub async fn create(
+    Writer(owner): Writer,
     req: HttpRequest,
-    body: web::Bytes,
+    Body(body): Body,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     require_json(&req, "application/json")?;
@@ -171,7 +174,7 @@ pub async fn create(
     };
     let Some(key) = key else {
         let input = parse_json(&body)?;
-        let task = state.tasks.create(&input).await?;
+        let task = state.tasks.create(&owner, &input).await?;
         return Ok(task_response(StatusCode::CREATED, &task));
     };
 
@@ -181,7 +184,7 @@ pub async fn create(
         .finalize();
     match state
         .idempotency
-        .claim(&key, &fingerprint)
+        .claim(&owner, &key, &fingerprint)
         .await
         .map_err(tasks_domain::DomainError::from)?
     {
@@ -195,7 +198,7 @@ pub async fn create(
     let outcome = match parse_json(&body) {
         Ok(input) => state
             .tasks
-            .create_idempotent(&input, &key, created_response)
+            .create_idempotent(&owner, &input, &key, created_response)
             .await
             .map_err(ApiError::from),
         Err(e) => Err(e),
@@ -207,7 +210,7 @@ pub async fn create(
         Err(error) => {
             // Rejections and failures are not recorded: the key is released, so the
             // client may correct the request and retry with the same key.
-            if let Err(e) = state.idempotency.release(&key).await {
+            if let Err(e) = state.idempotency.release(&owner, &key).await {
                 tracing::warn!(error = %super::problem::error_chain(&e), "could not release idempotency key");
             }
             Err(error)
@@ -255,11 +258,12 @@ fn replay(stored: &RecordedAnswer) -> HttpResponse {
     )
 )]
 pub async fn get(
+    Reader(owner): Reader,
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let task = state.tasks.get(parse_id(&id)?).await?;
+    let task = state.tasks.get(&owner, parse_id(&id)?).await?;
     if none_match(req.headers(), &task)? {
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, etag(&task)))
@@ -290,6 +294,7 @@ pub struct ListParams {
     )
 )]
 pub async fn list(
+    Reader(owner): Reader,
     params: web::Query<ListParams>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -298,7 +303,7 @@ pub async fn list(
         params.limit.as_deref(),
         params.cursor.as_deref(),
     )?;
-    Ok(HttpResponse::Ok().json(state.tasks.list(&query).await?))
+    Ok(HttpResponse::Ok().json(state.tasks.list(&owner, &query).await?))
 }
 
 /// Change a task (JSON merge patch).
@@ -319,9 +324,10 @@ pub async fn list(
     )
 )]
 pub async fn update(
+    Writer(owner): Writer,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    Body(body): Body,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
@@ -330,7 +336,7 @@ pub async fn update(
     let input = parse_json(&body)?;
     let task = state
         .tasks
-        .update(id, &input, precondition.as_ref())
+        .update(&owner, id, &input, precondition.as_ref())
         .await?;
     Ok(task_response(StatusCode::OK, &task))
 }
@@ -349,13 +355,17 @@ pub async fn update(
     )
 )]
 pub async fn delete(
+    Writer(owner): Writer,
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let precondition = if_match(req.headers())?;
-    state.tasks.delete(id, precondition.as_ref()).await?;
+    state
+        .tasks
+        .delete(&owner, id, precondition.as_ref())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
