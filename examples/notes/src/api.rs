@@ -5,6 +5,7 @@ use deadpool_postgres::Pool;
 use deadpool_postgres::tokio_postgres::Row;
 use deadpool_postgres::tokio_postgres::types::ToSql;
 use serde::{Deserialize, Serialize};
+use tasks_auth::{AuthError, Principal};
 
 /// Longest accepted note, in characters (the table's CHECK says the same).
 const MAX_CHARS: usize = 10_000;
@@ -33,14 +34,28 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/notes/{id}", web::get().to(read));
 }
 
-async fn create(pool: web::Data<Pool>, note: web::Json<NewNote>) -> HttpResponse {
+/// The scope that lets a caller read notes.
+pub const READ_SCOPE: &str = "notes:read";
+/// The scope that lets a caller write notes.
+pub const WRITE_SCOPE: &str = "notes:write";
+
+async fn create(
+    principal: Principal,
+    pool: web::Data<Pool>,
+    note: web::Json<NewNote>,
+) -> Result<HttpResponse, AuthError> {
+    principal.require(WRITE_SCOPE)?;
+    Ok(insert(&pool, note.into_inner()).await)
+}
+
+async fn insert(pool: &Pool, note: NewNote) -> HttpResponse {
     let chars = note.body.chars().count();
     if chars == 0 || chars > MAX_CHARS {
         return HttpResponse::UnprocessableEntity()
             .json(error_body("body must be 1 to 10000 characters"));
     }
     let inserted = query_one(
-        &pool,
+        pool,
         "INSERT INTO notes (body) VALUES ($1) RETURNING id",
         &[&note.body],
     )
@@ -52,7 +67,7 @@ async fn create(pool: web::Data<Pool>, note: web::Json<NewNote>) -> HttpResponse
                 .insert_header(("Location", format!("/notes/{id}")))
                 .json(Note {
                     id,
-                    body: note.into_inner().body,
+                    body: note.body,
                 })
         }
         Ok(None) => HttpResponse::InternalServerError().finish(),
@@ -60,16 +75,21 @@ async fn create(pool: web::Data<Pool>, note: web::Json<NewNote>) -> HttpResponse
     }
 }
 
-async fn read(pool: web::Data<Pool>, id: web::Path<i64>) -> HttpResponse {
+async fn read(
+    principal: Principal,
+    pool: web::Data<Pool>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AuthError> {
+    principal.require(READ_SCOPE)?;
     let id = id.into_inner();
-    match query_one(&pool, "SELECT body FROM notes WHERE id = $1", &[&id]).await {
+    Ok(match query_one(&pool, "SELECT body FROM notes WHERE id = $1", &[&id]).await {
         Ok(Some(row)) => HttpResponse::Ok().json(Note {
             id,
             body: row.get(0),
         }),
         Ok(None) => HttpResponse::NotFound().json(error_body("no such note")),
         Err(error) => database_error(&error),
-    }
+    })
 }
 
 /// One statement on a pooled connection, errors classified by `tasks-postgres`.

@@ -42,6 +42,16 @@ pub async fn serve(loaded: Loaded<Settings>) -> Result<(), Box<dyn Error>> {
             },
         },
     );
+    let authenticator = settings
+        .auth
+        .authenticator(&loaded.origin("auth.api_tokens"))?;
+    let warming = authenticator.clone();
+    tokio::spawn(async move {
+        if let Err(error) = warming.warm_up().await {
+            tracing::warn!(%error, "identity provider not reachable yet; API tokens work");
+        }
+    });
+    let authenticator = web::Data::new(authenticator);
     let health = web::Data::new(service.health().clone());
     let pool = web::Data::new(pool);
     service.serve_api(
@@ -49,6 +59,7 @@ pub async fn serve(loaded: Loaded<Settings>) -> Result<(), Box<dyn Error>> {
             App::new()
                 .app_data(pool.clone())
                 .app_data(health.clone())
+                .app_data(authenticator.clone())
                 .configure(crate::api::routes)
                 .wrap(from_fn(tasks_health::shutdown::close_when_draining))
                 .wrap(from_fn(tasks_telemetry::http::observe))

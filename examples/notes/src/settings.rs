@@ -1,6 +1,7 @@
 //! The notes service's configuration, loaded by `tasks-config` with the prefix `NOTES`.
 
 use serde::{Deserialize, Serialize};
+use tasks_auth::AuthSettings;
 use tasks_config::{ConfigErrors, Loaded, Loader, Origin};
 use tasks_health::shutdown::ShutdownSettings;
 use tasks_postgres::pool::PoolSettings;
@@ -29,6 +30,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Who may call the API (`tasks-auth`).
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -43,6 +46,10 @@ impl Default for Settings {
                 ..DatabaseSettings::default()
             },
             log: LogSettings::default(),
+            auth: AuthSettings {
+                realm: "notes".into(),
+                ..AuthSettings::default()
+            },
         }
     }
 }
@@ -59,6 +66,7 @@ pub fn load() -> Result<Loaded<Settings>, ConfigErrors> {
     let mut problems = settings.database.problems("database", &loaded);
     problems.extend(settings.http.problems("http", &loaded));
     problems.extend(settings.admin.problems("admin", &loaded));
+    problems.extend(settings.auth.problems("auth", &loaded));
     if settings.http.collides_with(&settings.admin) {
         problems.push(loaded.problem("admin.port", "must differ from http.port"));
     }
