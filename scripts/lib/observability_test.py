@@ -363,9 +363,13 @@ class Fixture(BaseHTTPRequestHandler):
         pass
 
 
-def load(api):
-    """A bounded mix of every kind of request; returns {status: count}."""
+def load(api, token):
+    """A bounded mix of every kind of request (and some without a token); returns {status: count}."""
     statuses = {}
+    auth = {"authorization": f"Bearer {token}"}
+
+    def http(method, url, body=None, headers=None):  # noqa: F811 - the authenticated caller
+        return globals()["http"](method, url, body, dict(auth, **(headers or {})))
 
     def note(status):
         statuses[status] = statuses.get(status, 0) + 1
@@ -387,6 +391,7 @@ def load(api):
             note(http("GET", f"{api}/v1/tasks/0190d6c4-0000-7000-8000-000000000000")[0])
             note(http("POST", f"{api}/v1/tasks", {"title": ""})[0])
             note(http("GET", f"{api}/no/such/route")[0])
+            note(globals()["http"]("GET", f"{api}/v1/tasks")[0])  # no token: 401
         if time.monotonic() > deadline:
             break
         time.sleep(max(0.0, 1.1 - (time.monotonic() - started)))
@@ -470,6 +475,17 @@ def live_checks(a, groups, board, work):
             return
         secrets = os.path.join(work, "secrets")
         os.makedirs(secrets, exist_ok=True)
+        # Every /v1/* request needs a bearer token: an API token minted by the binary, its
+        # hashed line in the secrets directory (the file name is the key auth.api_tokens).
+        out = subprocess.run([a.server, "mint-token", "observability", "--scope", "tasks:read", "tasks:write"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        token = re.search(r"\b(tkn_[A-Za-z0-9_-]+)", out.stdout)
+        line = re.search(r"^observability sha256:[0-9a-f]{64} \S+$", out.stdout, re.M)
+        if out.returncode != 0 or not token or not line:
+            check("tasks-server mint-token gives an API token and its line", [out.stdout, out.stderr])
+            return
+        with open(os.path.join(secrets, "auth.api_tokens"), "w") as f:
+            f.write(line.group(0) + "\n")
         server_env = dict(env, TASKS_DATABASE__HOST="127.0.0.1", TASKS_DATABASE__PORT=str(pg_port),
                           TASKS_DATABASE__PASSWORD=password, TASKS_DATABASE__SSLMODE="disable",
                           TASKS_HTTP__HOST="127.0.0.1", TASKS_HTTP__PORT=str(api_port),
@@ -520,7 +536,7 @@ def live_checks(a, groups, board, work):
         check("real Prometheus scrapes tasks-server and the kube-state-metrics fixture every second", [])
 
         started = time.monotonic()
-        statuses = load(api)
+        statuses = load(api, token.group(1))
         total = sum(statuses.values())
         unexpected = {s: n for s, n in statuses.items() if s >= 500}
         check(f"bounded load: {total} requests in {time.monotonic() - started:.1f}s, statuses {dict(sorted(statuses.items()))}",
