@@ -10,6 +10,8 @@
 //!
 //! A missing `openssl` or PostgreSQL fails the tests; nothing is skipped.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -183,6 +185,8 @@ fn server() -> &'static Server {
     })
 }
 
+// The watchdog outlives this process on purpose: it is never waited for.
+#[allow(clippy::zombie_processes)]
 fn watchdog(pg_sh: &Path, dir: &Path, data: &Path) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; '{pg}' stop '{data}' immediate >/dev/null 2>&1; rm -rf '{dir}'",
