@@ -25,7 +25,22 @@ run *args:
         echo "database: postgres://tasks@127.0.0.1:{{local_pg_port}}/tasks (data in .local/pg/data; stop with: scripts/pg.sh stop .local/pg/data)"
     fi
     export TASKS_LOG__FORMAT="${TASKS_LOG__FORMAT:-pretty}" TASKS_SECRETS_DIR="${TASKS_SECRETS_DIR:-.local/secrets}"
+    # Authentication is on: on first run, a development API token for principal local-dev
+    # (its line in the secrets dir, the token itself in .local/dev-api-token); kept after.
+    cargo build --locked -p tasks-server
+    if [[ "${TASKS_SECRETS_DIR}" == .local/secrets && ! -e .local/secrets/auth.api_tokens ]]; then
+        source scripts/lib/api_token.sh
+        mint_api_token "${CARGO_TARGET_DIR:-target}/debug/tasks-server" local-dev .local/minted tasks:read tasks:write
+        mkdir -p .local/secrets
+        { echo "# just run: development API tokens (lines from tasks-server mint-token)"; cat .local/minted/line; } >.local/secrets/auth.api_tokens
+        mv .local/minted/token .local/dev-api-token
+        rm -rf .local/minted
+        echo "minted a development API token (principal local-dev) into .local/secrets/auth.api_tokens"
+    fi
     echo "API:   http://127.0.0.1:${TASKS_HTTP__PORT:-8080}/v1/tasks  (OpenAPI: /openapi.json)"
+    if [[ -s .local/dev-api-token && "${TASKS_SECRETS_DIR}" == .local/secrets ]]; then
+        echo "       curl -H \"Authorization: Bearer \$(cat .local/dev-api-token)\" http://127.0.0.1:${TASKS_HTTP__PORT:-8080}/v1/tasks"
+    fi
     echo "admin: http://127.0.0.1:${TASKS_ADMIN__PORT:-9090}/livez /readyz /metrics"
     exec cargo run --locked -p tasks-server -- "$@"
 

@@ -8,6 +8,11 @@ the minimal actix-web handlers price the framework; pgbench is the database's ce
 
 Started by scripts/bench.sh after the release build. Standard library only.
 
+Authenticated like any client: tasks-server gets the line of an API token minted with its
+own `mint-token` in its secrets directory, and every request (wrk's and the driver's)
+carries `Authorization: Bearer <token>`; the baselines ignore the header. The seeded
+rows belong to the token's principal, so ours serves them.
+
 One real PostgreSQL (scripts/pg.sh) seeded with 10,000 tasks; tasks-server and the
 baselines all running against it; `wrk` at a fixed concurrency and duration; `pgbench`
 with the same prepared query. GET by id is measured in alternating rounds
@@ -65,6 +70,11 @@ SWEEP = [int(x) for x in os.environ.get("BENCH_SWEEP", "8,32,128,512").split(","
 SWEEP_SECS = env_int("BENCH_SWEEP_SECS", 5)
 SCENARIOS = [x for x in os.environ.get("BENCH_SCENARIOS", "post,list,mixed").split(",") if x]
 RESULTS_NAME = os.environ.get("BENCH_RESULTS_NAME", "results")
+# The API token of the bench's principal (set in run(); sent by wrk and http_get).
+TOKEN = ""
+# Columns of the tasks table the seed sets itself; any other (e.g. the owner) is copied
+# from a task created through the API with the token, so seeded rows look like its own.
+SEEDED_COLUMNS = {"id", "title", "description", "status", "due_at", "created_at", "updated_at", "version"}
 
 
 def log(msg: str) -> None:
@@ -87,12 +97,33 @@ def http_status(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
-def http_get(url: str) -> tuple[int, bytes]:
+def http_request(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, bytes]:
+    """An API request with the bench's bearer token (the baselines ignore it)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    return http_request(url)
+
+
+def mint_token(binary: Path, principal: str) -> tuple[str, str]:
+    """`tasks-server mint-token PRINCIPAL --scope tasks:read tasks:write`: (token, line)."""
+    res = subprocess.run([str(binary), "mint-token", principal, "--scope", "tasks:read", "tasks:write"],
+                         capture_output=True, text=True, timeout=60)
+    token = next((w for w in res.stdout.split() if w.startswith("tkn_")), None)
+    line = next((ln for ln in res.stdout.splitlines()
+                 if len(ln.split()) == 3 and ln.split()[1].startswith("sha256:")), None)
+    if res.returncode != 0 or not token or not line:
+        sys.exit(f"bench: {binary.name} mint-token failed: {res.stdout}{res.stderr}")
+    return token, line
 
 
 def rss_kib(pid: int) -> dict[str, int]:
@@ -173,7 +204,7 @@ def wrk(base_url: str, script: str, ids_file: Path, sampler: RssSampler | None =
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / "wrk-last.json"
     out.unlink(missing_ok=True)
-    env = dict(os.environ, BENCH_IDS=str(ids_file), BENCH_OUT=str(out), BENCH_LUA_DIR=str(LUA))
+    env = dict(os.environ, BENCH_IDS=str(ids_file), BENCH_OUT=str(out), BENCH_LUA_DIR=str(LUA), BENCH_TOKEN=TOKEN)
     connections = connections or CONNECTIONS
     duration = duration or DURATION
     argv = ["wrk", "-t", str(min(WRK_THREADS, connections)), "-c", str(connections), "-d", f"{duration}s",
@@ -247,9 +278,19 @@ def psql(pg_port: int, sql: str) -> str:
     return res.stdout
 
 
-def seed(pg_port: int) -> Path:
+def seed(pg_port: int, like_id: str | None = None) -> Path:
+    """SEED_TASKS rows; columns beyond SEEDED_COLUMNS are copied from the task `like_id`
+    (created through the API with the token), which is then removed."""
+    extra = sorted(set(psql(pg_port, "SELECT column_name FROM information_schema.columns "
+                                     "WHERE table_schema = current_schema() AND table_name = 'tasks'").split())
+                   - SEEDED_COLUMNS)
+    if extra and not like_id:
+        sys.exit(f"bench: tasks has columns {extra} the seed cannot fill without a task created through the API")
+    columns = "".join(f", {c}" for c in extra)
+    values = "".join(f", model.{c}" for c in extra)
+    model = f", (SELECT * FROM tasks WHERE id = '{like_id}') AS model" if extra else ""
     psql(pg_port, f"""
-        INSERT INTO tasks (id, title, description, status, due_at, created_at, updated_at, version)
+        INSERT INTO tasks (id, title, description, status, due_at, created_at, updated_at, version{columns})
         SELECT ('{ID_PREFIX}' || lpad(to_hex(n), 12, '0'))::uuid,
                'seeded task ' || n,
                CASE WHEN n % 3 = 0 THEN NULL ELSE 'description of task ' || n END,
@@ -257,9 +298,11 @@ def seed(pg_port: int) -> Path:
                CASE WHEN n % 2 = 0 THEN now() + n * interval '1 minute' END,
                now() - (({SEED_TASKS} - n) * interval '1 second'),
                now() - (({SEED_TASKS} - n) * interval '1 second'),
-               1
-        FROM generate_series(1, {SEED_TASKS}) AS n;
+               1{values}
+        FROM generate_series(1, {SEED_TASKS}) AS n{model};
+        DELETE FROM tasks WHERE id::text NOT LIKE '{ID_PREFIX}%';
         ANALYZE tasks;""")
+    log(f"seeded {SEED_TASKS} tasks" + (f" ({', '.join(extra)} as the bench principal's)" if extra else ""))
     count = int(psql(pg_port, "SELECT count(*) FROM tasks").strip())
     if count != SEED_TASKS:
         sys.exit(f"bench: seeded {count} tasks, expected {SEED_TASKS}")
@@ -415,16 +458,33 @@ def run(pg_port: int, ours_bin: Path, baselines: dict[str, Path], procs: list[Pr
                     TASKS_DATABASE__NAME="tasks", TASKS_DATABASE__USER="tasks",
                     TASKS_DATABASE__PASSWORD=PG_PASSWORD, TASKS_DATABASE__SSLMODE="disable",
                     TASKS_HTTP__WORKERS=str(WORKERS), TASKS_SHUTDOWN__DRAIN_DELAY_SECS="0",
-                    TASKS_SECRETS_DIR=str(OUT / "no-secrets"))
+                    TASKS_SECRETS_DIR=str(OUT / "secrets"))
     # Any extra production settings for ours (e.g. OTEL_*) come in through BENCH_OURS_ENV.
     for item in os.environ.get("BENCH_OURS_ENV", "").split():
         k, _, v = item.partition("=")
         ours_env[k] = v
+    # ours authenticates the bench like any client: the line of a freshly minted token in
+    # its secrets directory (auth.api_tokens), the token in every request.
+    global TOKEN
+    TOKEN, line = mint_token(ours_bin, "bench")
+    secrets = OUT / "secrets"
+    shutil.rmtree(secrets, ignore_errors=True)
+    secrets.mkdir(parents=True, mode=0o700)
+    (secrets / "auth.api_tokens").write_text(f"# just bench\n{line}\n")
     log("applying migrations")
     subprocess.run([str(ours_bin), "migrate"], env=ours_env, check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
+    # One task created through the API: the model of the seeded rows' other columns (owner).
+    port, admin = free_port(), free_port()
+    p = Proc("tasks-server-seed", [str(ours_bin)],
+             dict(ours_env, TASKS_HTTP__PORT=str(port), TASKS_ADMIN__PORT=str(admin)))
+    p.wait_http(f"http://127.0.0.1:{admin}/readyz")
+    status, body = http_request(f"http://127.0.0.1:{port}/v1/tasks", "POST", b'{"title":"bench model"}')
+    p.stop()
+    if status != 201:
+        sys.exit(f"bench: POST /v1/tasks with the bench token answered {status}: {body[:200]!r}")
     log(f"seeding {SEED_TASKS} tasks")
-    ids = seed(pg_port)
+    ids = seed(pg_port, json.loads(body)["id"])
 
     # Start to ready: three cold starts of the release binary (database up, schema current).
     starts = []

@@ -2,6 +2,8 @@
 # Image test: build the runtime image with Docker Engine from a static binary compiled
 # on the host, run it hardened (read-only, non-root, no capabilities, no new privileges)
 # against a real PostgreSQL, and check what ADR 0004 and docs/architecture.md §6 promise.
+# The API is called with a bearer token minted by the binary (`mint-token`), whose line is
+# in the container's secrets directory (auth.api_tokens); a call without one gets 401.
 #
 #   scripts/test-image.sh
 #
@@ -21,7 +23,8 @@ BUDGET_MB=25
 DRAIN_SECS=1
 SHUTDOWN_TIMEOUT_SECS=10
 WAIT_SECS="${IMAGE_TEST_WAIT_SECS:-60}"
-CONTAINER_SECRET_PATH="/var/run/secrets/tasks/database.password"
+CONTAINER_SECRETS_DIR="/var/run/secrets/tasks"   # the binary's default TASKS_SECRETS_DIR
+CONTAINER_TOKEN_DIR="/var/run/tasks-client"       # the client's token, outside the secrets dir
 RUN_ID="$$-${RANDOM}"
 IMAGE="tasks-server:image-test-${RUN_ID}"
 CONTAINER="tasks-image-test-${RUN_ID}"
@@ -93,6 +96,8 @@ missing() {
 
 # shellcheck source=scripts/lib/debian.sh
 source "${ROOT}/scripts/lib/debian.sh"
+# shellcheck source=scripts/lib/api_token.sh
+source "${ROOT}/scripts/lib/api_token.sh"
 # Install a Debian package when its command is missing (root only).
 apt_install() { # apt_install COMMAND PACKAGE
     command -v "$1" >/dev/null 2>&1 && return 0
@@ -120,8 +125,10 @@ container_running() {
     [[ "$(timeout 30 docker inspect -f '{{.State.Running}}' "${CONTAINER}" 2>/dev/null)" == "true" ]]
 }
 
-http_code() { # http_code URL -> prints status code (000 when no answer)
-    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null || true
+http_code() { # http_code URL [CURL-ARGS...] -> prints status code (000 when no answer)
+    local url="$1"
+    shift
+    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "${url}" 2>/dev/null || true
 }
 
 wait_for_200() { # wait_for_200 URL -> 0 when 200 within WAIT_SECS
@@ -275,13 +282,30 @@ if ! "${ROOT}/scripts/pg.sh" start "${PG_DATA}" "${PG_PORT}"; then
     finish
 fi
 
-# The password is a secret file, bind-mounted read-only, readable by UID 10001 only.
-SECRET_FILE="${WORK_DIR}/database.password"
-printf '%s\n' "${PGPASSWORD_TASKS}" >"${SECRET_FILE}"
-if [[ "$(id -u)" == 0 ]]; then
-    chown 10001:10001 "${SECRET_FILE}" && chmod 0400 "${SECRET_FILE}"
+# The secrets directory, bind-mounted read-only, readable by UID 10001 only: the
+# database password and the API-token file (the line of a token minted by the binary,
+# as an operator adds it to the Secret). The client's plain token lives apart from it.
+SECRETS_DIR="${WORK_DIR}/secrets"
+CLIENT_DIR="${WORK_DIR}/client"
+mkdir -p "${SECRETS_DIR}" "${CLIENT_DIR}"
+printf '%s\n' "${PGPASSWORD_TASKS}" >"${SECRETS_DIR}/database.password"
+if mint_api_token "${BINARY}" image-test "${CLIENT_DIR}" tasks:read tasks:write; then
+    pass "tasks-server mint-token prints a token and its auth.api_tokens line"
 else
-    chmod 0444 "${SECRET_FILE}"
+    fail "tasks-server mint-token prints a token and its auth.api_tokens line"
+    finish
+fi
+{ echo "# image test: one token, hash only"; cat "${CLIENT_DIR}/line"; } >"${SECRETS_DIR}/auth.api_tokens"
+rm -f "${CLIENT_DIR}/line"
+API_TOKEN="$(cat "${CLIENT_DIR}/token")"
+AUTH=(-H "Authorization: Bearer ${API_TOKEN}")
+if [[ "$(id -u)" == 0 ]]; then
+    chown -R 10001:10001 "${SECRETS_DIR}" "${CLIENT_DIR}"
+    chmod 0500 "${SECRETS_DIR}" "${CLIENT_DIR}"
+    chmod 0400 "${SECRETS_DIR}"/* "${CLIENT_DIR}"/*
+else
+    chmod 0755 "${SECRETS_DIR}" "${CLIENT_DIR}"
+    chmod 0444 "${SECRETS_DIR}"/* "${CLIENT_DIR}"/*
 fi
 
 say "running ${CONTAINER} (API 127.0.0.1:${HTTP_PORT}, admin 127.0.0.1:${ADMIN_PORT})"
@@ -299,7 +323,8 @@ if ! timeout 60 docker run -d --name "${CONTAINER}" \
     -e TASKS_DATABASE__USER=tasks \
     -e "TASKS_SHUTDOWN__DRAIN_DELAY_SECS=${DRAIN_SECS}" \
     -e "TASKS_SHUTDOWN__TIMEOUT_SECS=${SHUTDOWN_TIMEOUT_SECS}" \
-    -v "${SECRET_FILE}:${CONTAINER_SECRET_PATH}:ro" \
+    -v "${SECRETS_DIR}:${CONTAINER_SECRETS_DIR}:ro" \
+    -v "${CLIENT_DIR}:${CONTAINER_TOKEN_DIR}:ro" \
     "${IMAGE}" >/dev/null; then
     fail "container starts (docker run --read-only --user 10001 --cap-drop ALL ...)"
     finish
@@ -311,17 +336,31 @@ API="http://127.0.0.1:${HTTP_PORT}"
 if wait_for_200 "${ADMIN}/livez"; then pass "/livez answers 200"; else fail "/livez answers 200" "last: $(http_code "${ADMIN}/livez")"; show_logs; fi
 if wait_for_200 "${ADMIN}/readyz"; then pass "/readyz answers 200"; else fail "/readyz answers 200" "last: $(http_code "${ADMIN}/readyz")"; show_logs; fi
 
+# Authentication: /v1/* needs a bearer token (401 with a Bearer challenge without one or
+# with an unknown one); the OpenAPI document stays open.
+unauth_headers="${WORK_DIR}/unauth.headers"
+code="$(curl -s -o /dev/null -D "${unauth_headers}" -w '%{http_code}' --max-time 10 "${API}/v1/tasks" 2>/dev/null || true)"
+challenge="$(tr -d '\r' <"${unauth_headers}" 2>/dev/null | sed -nE 's/^[Ww][Ww][Ww]-[Aa]uthenticate: *//p' | head -n 1)"
+check "GET /v1/tasks without a token answers 401 with WWW-Authenticate: Bearer (${code}, ${challenge:-no challenge})" \
+    is "${code}:${challenge%% *}" "401:Bearer"
+code="$(http_code "${API}/v1/tasks" -H "Authorization: Bearer tkn_not-a-minted-token")"
+check "GET /v1/tasks with an unknown token answers 401 (${code})" is "${code}" 401
+code="$(http_code "${API}/openapi.json")"
+check "GET /openapi.json needs no token (${code})" is "${code}" 200
+code="$(http_code "${API}/v1/tasks" "${AUTH[@]}")"
+check "GET /v1/tasks with the minted token answers 200 (${code})" is "${code}" 200
+
 # Task round trip through the API.
 TITLE="image-test-${RUN_ID}"
 headers="${WORK_DIR}/post.headers"
-code="$(curl -s -o "${WORK_DIR}/post.body" -D "${headers}" -w '%{http_code}' --max-time 10 \
+code="$(curl -s -o "${WORK_DIR}/post.body" -D "${headers}" -w '%{http_code}' --max-time 10 "${AUTH[@]}" \
     -H 'Content-Type: application/json' -d "{\"title\":\"${TITLE}\"}" "${API}/v1/tasks" 2>/dev/null || true)"
 location="$(tr -d '\r' <"${headers}" 2>/dev/null | sed -nE 's/^[Ll]ocation: *//p' | head -n 1)"
 check "POST /v1/tasks answers 201 with Location (${code:-none}, ${location:-no Location})" \
     is "${code}:${location:+set}" "201:set"
 if [[ -n "${location}" ]]; then
     [[ "${location}" == http* ]] || location="${API}${location}"
-    code="$(curl -s -o "${WORK_DIR}/get.body" -w '%{http_code}' --max-time 10 "${location}" 2>/dev/null || true)"
+    code="$(curl -s -o "${WORK_DIR}/get.body" -w '%{http_code}' --max-time 10 "${AUTH[@]}" "${location}" 2>/dev/null || true)"
     title_ok=no
     grep -qF "\"title\":\"${TITLE}\"" "${WORK_DIR}/get.body" 2>/dev/null && title_ok=yes
     check "GET Location answers 200 with the same title (${code}, title ${title_ok})" is "${code}:${title_ok}" "200:yes"
@@ -336,10 +375,15 @@ check "docker exec ... tasks-server probe ${ADMIN}/readyz exits 0 (${rc})" is "$
 timeout 30 docker exec "${CONTAINER}" /tasks-server probe "${ADMIN}/no-such-path" >/dev/null 2>&1
 rc=$?
 check "tasks-server probe of a 404 exits non-zero (${rc})" test "${rc}" != 0
-# ... and runs the Helm test's round trip (create, read back, delete) from inside.
-timeout 60 docker exec "${CONTAINER}" /tasks-server round-trip "${API}" >"${WORK_DIR}/round-trip.out" 2>&1
+# ... and runs the Helm test's round trip (create, read back, delete) from inside,
+# authenticated with the token file as the Helm test pod mounts it.
+timeout 60 docker exec "${CONTAINER}" /tasks-server round-trip "${API}" --token-file "${CONTAINER_TOKEN_DIR}/token" \
+    >"${WORK_DIR}/round-trip.out" 2>&1
 rc=$?
-check "docker exec ... tasks-server round-trip ${API} exits 0 (${rc}): $(head -c 200 "${WORK_DIR}/round-trip.out")" is "${rc}" 0
+check "docker exec ... tasks-server round-trip ${API} --token-file ... exits 0 (${rc}): $(head -c 200 "${WORK_DIR}/round-trip.out")" is "${rc}" 0
+timeout 60 docker exec "${CONTAINER}" /tasks-server round-trip "${API}" >"${WORK_DIR}/round-trip-anon.out" 2>&1
+rc=$?
+check "tasks-server round-trip without a token fails (${rc})" test "${rc}" != 0
 
 # Effective identity and privileges of the container's main process.
 pid="$(timeout 30 docker inspect -f '{{.State.Pid}}' "${CONTAINER}" 2>/dev/null || echo 0)"
@@ -369,7 +413,7 @@ while (( SECONDS < deadline )); do
     code="$(http_code "${ADMIN}/readyz")"
     if [[ "${code}" == 503 ]]; then
         saw_503=1
-        [[ "$(http_code "${location:-${API}/v1/tasks}")" == 200 ]] && served_in_drain=1
+        [[ "$(http_code "${location:-${API}/v1/tasks}" "${AUTH[@]}")" == 200 ]] && served_in_drain=1
         break
     fi
     [[ "${code}" == 000 ]] && break
@@ -393,6 +437,11 @@ if timeout 30 docker logs "${CONTAINER}" 2>&1 | grep -qF "${PGPASSWORD_TASKS}"; 
     fail "the database password does not appear in the container logs"
 else
     pass "the database password does not appear in the container logs"
+fi
+if timeout 30 docker logs "${CONTAINER}" 2>&1 | grep -qF "${API_TOKEN}"; then
+    fail "the API token does not appear in the container logs"
+else
+    pass "the API token does not appear in the container logs"
 fi
 if (( FAILED > 0 )); then show_logs; fi
 

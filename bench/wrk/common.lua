@@ -1,6 +1,17 @@
--- Shared by the bench scenarios: loads the seeded ids, reports a JSON summary.
--- Environment: BENCH_IDS (file of task ids, one per line), BENCH_OUT (summary JSON path).
+-- Shared by the bench scenarios: loads the seeded ids, authenticates, reports a JSON summary.
+-- Environment: BENCH_IDS (file of task ids, one per line), BENCH_OUT (summary JSON path),
+-- BENCH_TOKEN (API token sent as `Authorization: Bearer`; the baselines ignore it).
 local M = {}
+
+-- Request headers: the bearer token (when BENCH_TOKEN is set) plus `extra`, in a new
+-- table (wrk.format writes Host and Content-Length into the table it is given).
+function M.headers(extra)
+  local h = {}
+  local token = os.getenv("BENCH_TOKEN")
+  if token and #token > 0 then h["Authorization"] = "Bearer " .. token end
+  for k, v in pairs(extra or {}) do h[k] = v end
+  return h
+end
 
 function M.load_ids()
   local ids = {}
