@@ -11,6 +11,12 @@
 #     error matching its `# expect:` regex (Helm 4 and Helm 3)
 #   - the chart README's parameter tables match values.yaml (readme-generator)
 #   - yamllint over the values files
+#   - the database tier (scripts/lib/chart_db_checks.py): consecutive releases leave the
+#     PostgreSQL pod template and every immutable field alone; the rendered role scripts
+#     converge a real PostgreSQL initialised the old way and a fresh one; the rendered
+#     backup command's dump is restored by the restore runbook's commands, row for row
+#   - the examples of deploy/examples (CloudNativePG, managed PostgreSQL) render and
+#     validate like the overlays; CloudNativePG's manifests against a strict CRD schema
 #   - cluster compatibility: every networkPolicy.dns preset admits exactly its DNS peers
 #     and ports (scripts/lib/chart_policy_test.py); postgresql.volumePermissions renders
 #     least privilege and its script, run for real, needs exactly CHOWN + DAC_OVERRIDE
@@ -60,7 +66,7 @@ run() {
 # Tools
 # ---------------------------------------------------------------------------
 declare -A HAVE=()
-for tool in helm helm3 kubernetes-validate checkov readme-generator yamllint; do
+for tool in helm helm3 kubernetes-validate checkov readme-generator yamllint postgres; do
   if scripts/ensure-tools.sh "$tool" >"$WORK/tool-$tool.log" 2>&1; then
     HAVE[$tool]=1
     pass "tool available: $tool"
@@ -92,13 +98,19 @@ for f in "$CI_DIR"/*.yaml; do
   [[ "$n" == bad-* ]] && continue
   VALUES[$n]="$f"
 done
+# The examples: each values file on top of the production overlay, as documented.
+EXAMPLES_DIR=deploy/examples
+for f in "$EXAMPLES_DIR"/*/values.yaml; do
+  VALUES[example-$(basename "$(dirname "$f")")]="$f"
+done
 NAMES=($(printf '%s\n' "${!VALUES[@]}" | sort))
 # What a release adds: production deploys by digest only (image.requireDigest), so every
 # production render gets a digest, as the release pipeline passes one.
 RELEASE_DIGEST="sha256:$(printf '5%.0s' {1..64})"
 vargs() { # vargs NAME: the values arguments of render NAME, in VARGS
   VARGS=(-f "${VALUES[$1]}")
-  if [[ "$1" == production ]]; then VARGS+=(--set "image.digest=$RELEASE_DIGEST"); fi
+  if [[ "$1" == example-* ]]; then VARGS=(-f "$OVERLAY_DIR/production.yaml" -f "${VALUES[$1]}"); fi
+  if [[ "$1" == production || "$1" == example-* ]]; then VARGS+=(--set "image.digest=$RELEASE_DIGEST"); fi
 }
 for required in local staging production; do
   [[ -n "${VALUES[$required]:-}" ]] || fail "overlay $OVERLAY_DIR/$required.yaml exists"
@@ -283,7 +295,7 @@ fi
 if need yamllint "yamllint values files"; then
   run "yamllint values.yaml, overlays, CI files and skip file" yamllint -s -d \
     '{extends: default, rules: {line-length: {max: 160}, document-start: disable, comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' \
-    "$CHART/values.yaml" "$CHART/Chart.yaml" "$OVERLAY_DIR" "$CI_DIR" "$SKIPS_FILE"
+    "$CHART/values.yaml" "$CHART/Chart.yaml" "$OVERLAY_DIR" "$CI_DIR" "$SKIPS_FILE" "$EXAMPLES_DIR"
 fi
 
 # Chart.yaml's kubeVersion gate: clusters older than 1.29 are refused.
@@ -297,6 +309,30 @@ kube_gate() {
 if need helm "kubeVersion gate"; then
   run "kubeVersion >=1.29 gate refuses Kubernetes 1.28" kube_gate
 fi
+
+# ---------------------------------------------------------------------------
+# Database tier: release stability, role convergence, backup and restore
+# ---------------------------------------------------------------------------
+DB_CHECKS="$ROOT/scripts/lib/chart_db_checks.py"
+if need helm "releases leave PostgreSQL alone"; then
+  run "consecutive releases: PostgreSQL pod template byte-identical, selectors and StatefulSet immutable fields unchanged" \
+    "$PY" "$DB_CHECKS" release-stability --helm helm --chart "$CHART" --set-digest "$RELEASE_DIGEST" \
+    --values "$OVERLAY_DIR/local.yaml" "$OVERLAY_DIR/staging.yaml" "$OVERLAY_DIR/production.yaml" "$CI_DIR/all-features.yaml"
+fi
+if need helm "role convergence on a real PostgreSQL" && need postgres "role convergence on a real PostgreSQL"; then
+  run "rendered role scripts converge a real PostgreSQL initialised the old way, and a fresh one (least privilege)" \
+    "$PY" "$DB_CHECKS" roles --helm helm --chart "$CHART" --pg-sh "$ROOT/scripts/pg.sh"
+fi
+if need helm "backup and restore on a real PostgreSQL" && need postgres "backup and restore on a real PostgreSQL"; then
+  run "rendered backup command + restore runbook commands: every row restored" \
+    "$PY" "$DB_CHECKS" backup-restore --helm helm --chart "$CHART" --pg-sh "$ROOT/scripts/pg.sh" \
+    --runbook docs/runbooks/restore-from-dump.md
+fi
+# CloudNativePG's own manifests of the example: strict schemas of the fields used.
+cnpg_manifests() {
+  split_docs "$EXAMPLES_DIR/cloudnativepg/cluster.yaml" "$WORK/cnpg" && validate_crds "$WORK/cnpg"
+}
+run "CloudNativePG example manifests (Cluster, Pooler) checked strictly" cnpg_manifests
 
 # ---------------------------------------------------------------------------
 # Cluster compatibility: DNS egress presets, volume permissions (Python, one line each)

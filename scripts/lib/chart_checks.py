@@ -26,7 +26,9 @@ import os
 import sys
 
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
-        ("gateway.networking.k8s.io/v1", "HTTPRoute")}
+        ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        ("cert-manager.io/v1", "Certificate"),
+        ("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "Pooler")}
 
 
 def split_docs(src, out):
@@ -87,6 +89,37 @@ def crd_schemas():
               "matches": {"type": "array", "items": o({"path": o({"type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]}, "value": s(pattern="^/")}, ["type", "value"])})},
               "backendRefs": {"type": "array", "minItems": 1, "items": o({"name": s(minLength=1), "port": port}, ["name", "port"])}})},
         }, ["parentRefs", "rules"])}, ["apiVersion", "kind", "metadata", "spec"]),
+      "Certificate": o({"apiVersion": {"const": "cert-manager.io/v1"}, "kind": {"const": "Certificate"}, "metadata": meta,
+        "spec": o({
+          "secretName": s(minLength=1),
+          "issuerRef": o({"name": s(minLength=1), "kind": s(), "group": s()}, ["name"]),
+          "duration": s(pattern="^([0-9]+(h|m|s))+$"), "renewBefore": s(pattern="^([0-9]+(h|m|s))+$"),
+          "commonName": s(), "dnsNames": {"type": "array", "minItems": 1, "items": s(minLength=1)},
+          "privateKey": o({"algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "size": {"type": "integer"},
+                           "rotationPolicy": {"enum": ["Never", "Always"]}, "encoding": {"enum": ["PKCS1", "PKCS8"]}}),
+          "usages": {"type": "array", "items": {"enum": ["server auth", "client auth", "digital signature", "key encipherment"]}},
+        }, ["secretName", "issuerRef"])}, ["apiVersion", "kind", "metadata", "spec"]),
+      # CloudNativePG (deploy/examples/cloudnativepg): the fields the example uses.
+      "Cluster": o({"apiVersion": {"const": "postgresql.cnpg.io/v1"}, "kind": {"const": "Cluster"}, "metadata": meta,
+        "spec": o({
+          "instances": {"type": "integer", "minimum": 1}, "imageName": s(), "primaryUpdateStrategy": {"enum": ["unsupervised", "supervised"]},
+          "storage": o({"size": s(), "storageClass": s()}, ["size"]),
+          "walStorage": o({"size": s(), "storageClass": s()}, ["size"]),
+          "postgresql": o({"parameters": {"type": "object", "additionalProperties": s()}}),
+          "bootstrap": o({"initdb": o({"database": s(), "owner": s(), "encoding": s(), "localeCollate": s(), "localeCType": s()}, ["database", "owner"])}),
+          "certificates": o({"serverAltDNSNames": {"type": "array", "items": s()}}),
+          "resources": {"type": "object"}, "affinity": {"type": "object"},
+          "enableSuperuserAccess": {"type": "boolean"},
+          "monitoring": o({"enablePodMonitor": {"type": "boolean"}}),
+          "backup": {"type": "object"},
+        }, ["instances", "storage"])}, ["apiVersion", "kind", "metadata", "spec"]),
+      "Pooler": o({"apiVersion": {"const": "postgresql.cnpg.io/v1"}, "kind": {"const": "Pooler"}, "metadata": meta,
+        "spec": o({
+          "cluster": o({"name": s(minLength=1)}, ["name"]), "instances": {"type": "integer", "minimum": 1},
+          "type": {"enum": ["rw", "ro", "r"]},
+          "pgbouncer": o({"poolMode": {"enum": ["session", "transaction"]}, "parameters": {"type": "object", "additionalProperties": s()}}, ["poolMode"]),
+          "template": {"type": "object"},
+        }, ["cluster", "pgbouncer"])}, ["apiVersion", "kind", "metadata", "spec"]),
     }
 
 

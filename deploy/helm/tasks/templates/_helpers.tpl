@@ -78,6 +78,16 @@ app.kubernetes.io/part-of: {{ include "tasks.name" . }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* Labels of the PostgreSQL pod template: no chart version, appVersion or
+commonLabels, so a release that changes only the app never changes the database's pod
+template (which would restart it). (dict "ctx" $ "component" "database") */}}
+{{- define "tasks.stableComponentLabels" -}}
+{{ include "tasks.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: {{ include "tasks.name" .ctx }}
+{{- end -}}
+
 {{- define "tasks.componentSelectorLabels" -}}
 {{ include "tasks.selectorLabels" .ctx }}
 app.kubernetes.io/component: {{ .component }}
@@ -161,14 +171,159 @@ Database connection, from the in-chart PostgreSQL or externalDatabase.
 {{- end -}}
 {{- end -}}
 
-{{/* The in-chart server has no TLS configured; its traffic stays inside the
-namespace (and, with the NetworkPolicy on, between app and database only). */}}
+{{/* The in-chart server: verify-full against the CA of its TLS Secret when
+postgresql.tls.enabled; otherwise plain (traffic between app and database pods only,
+with the NetworkPolicy on). */}}
 {{- define "tasks.database.sslmode" -}}
 {{- if .Values.postgresql.enabled -}}
-disable
+{{- if .Values.postgresql.tls.enabled -}}verify-full{{- else -}}disable{{- end -}}
 {{- else -}}
 {{- .Values.externalDatabase.sslmode -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Where the CA of the database's certificate is mounted in the app (and backup) pods. */}}
+{{- define "tasks.database.caDir" -}}/var/run/tasks/database-ca{{- end -}}
+
+{{/* The volume source of the CA the chart mounts itself, as YAML (empty: none). */}}
+{{- define "tasks.database.caVolume" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- if .Values.postgresql.tls.enabled -}}
+secret:
+  secretName: {{ include "tasks.postgresql.tlsSecretName" . }}
+  defaultMode: 0444
+  items:
+    - key: ca.crt
+      path: ca.crt
+{{- end -}}
+{{- else -}}
+{{- $ca := .Values.externalDatabase.ca -}}
+{{- if $ca.secretName -}}
+secret:
+  secretName: {{ $ca.secretName }}
+  defaultMode: 0444
+  items:
+    - key: {{ $ca.key }}
+      path: ca.crt
+{{- else if $ca.configMapName -}}
+configMap:
+  name: {{ $ca.configMapName }}
+  defaultMode: 0444
+  items:
+    - key: {{ $ca.key }}
+      path: ca.crt
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* CA file of the connection (empty: none, or the bundled public roots). */}}
+{{- define "tasks.database.caFile" -}}
+{{- if include "tasks.database.caVolume" . -}}
+{{- printf "%s/ca.crt" (include "tasks.database.caDir" .) -}}
+{{- else if not .Values.postgresql.enabled -}}
+{{- .Values.externalDatabase.caFile -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------------------
+In-chart PostgreSQL: TLS, configuration, scripts.
+--------------------------------------------------------------------------- */}}
+{{- define "tasks.postgresql.tlsSecretName" -}}
+{{- .Values.postgresql.tls.existingSecret | default (printf "%s-tls" (include "tasks.postgresql.fullname" .)) -}}
+{{- end -}}
+
+{{- define "tasks.postgresql.configName" -}}
+{{- printf "%s-postgresql-config" (include "tasks.fullname" .) -}}
+{{- end -}}
+
+{{/* A Kubernetes memory quantity in MiB (Ki, Mi, Gi, Ti, k, M, G, T or bytes). */}}
+{{- define "tasks.mebibytes" -}}
+{{- $q := toString . -}}
+{{- $units := list (list "Ki" 0.0009765625) (list "Mi" 1.0) (list "Gi" 1024.0) (list "Ti" 1048576.0) (list "k" 0.00095367431640625) (list "M" 0.95367431640625) (list "G" 953.67431640625) (list "T" 953674.31640625) -}}
+{{- $mib := 0.0 -}}
+{{- $done := false -}}
+{{- range $units -}}
+{{- if and (not $done) (hasSuffix (index . 0) $q) -}}
+{{- $mib = mulf (float64 (trimSuffix (index . 0) $q)) (index . 1) -}}
+{{- $done = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $done -}}{{- $mib = divf (float64 $q) 1048576.0 -}}{{- end -}}
+{{- int64 $mib -}}
+{{- end -}}
+
+{{/* The PostgreSQL settings as a map: postgresql.configuration over defaults sized to
+the container's memory limit M: shared_buffers M/4, effective_cache_size 3M/4,
+maintenance_work_mem M/16 (at least 64MB), work_mem (3M/4)/(2 x max_connections) (at
+least 4MB). */}}
+{{- define "tasks.postgresql.settings" -}}
+{{- $pg := .Values.postgresql -}}
+{{- $conf := deepCopy ($pg.configuration | default dict) -}}
+{{- $mem := int64 (include "tasks.mebibytes" $pg.resources.limits.memory) -}}
+{{- $maxConn := int64 (include "tasks.int" (get $conf "max_connections" | default 100)) -}}
+{{- $defaults := dict
+      "max_connections" $maxConn
+      "shared_buffers" (printf "%dMB" (div $mem 4))
+      "effective_cache_size" (printf "%dMB" (div (mul $mem 3) 4))
+      "maintenance_work_mem" (printf "%dMB" (max 64 (div $mem 16)))
+      "work_mem" (printf "%dMB" (max 4 (div (div (mul $mem 3) 4) (mul 2 $maxConn)))) -}}
+{{- $merged := merge $conf $defaults -}}
+{{- $out := dict -}}
+{{- range $k, $v := $merged -}}
+{{- if or (kindIs "float64" $v) (kindIs "int64" $v) (kindIs "int" $v) -}}
+{{- $_ := set $out $k (include "tasks.int" $v) -}}
+{{- else -}}
+{{- $_ := set $out $k (toString $v) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* The app's largest connection count against PostgreSQL (the budget):
+pods = HPA maxReplicas (or replicaCount) + the rolling update's surge (rounded up),
+per pod = pool (config.database.poolMaxSize, or the binary's default: 4 per worker,
+between 4 and 32) + one pipelined reader per worker + one migration connection at
+start. Workers: config.http.workers, or the CPU limit rounded up. Output: YAML. */}}
+{{- define "tasks.connectionBudget" -}}
+{{- $v := .Values -}}
+{{- $replicas := int64 (include "tasks.int" (ternary $v.autoscaling.maxReplicas $v.replicaCount $v.autoscaling.enabled)) -}}
+{{- $surgeRaw := toString $v.updateStrategy.rollingUpdate.maxSurge -}}
+{{- $surge := 0 -}}
+{{- if hasSuffix "%" $surgeRaw -}}
+{{- $surge = div (add (mul (int64 (trimSuffix "%" $surgeRaw)) $replicas) 99) 100 -}}
+{{- else -}}
+{{- $surge = int64 (include "tasks.int" $surgeRaw) -}}
+{{- end -}}
+{{- $workers := int64 (include "tasks.int" $v.config.http.workers) -}}
+{{- if eq $workers 0 -}}
+{{- $cpu := toString (dig "limits" "cpu" "" $v.resources) -}}
+{{- if hasSuffix "m" $cpu -}}
+{{- $workers = div (add (int64 (trimSuffix "m" $cpu)) 999) 1000 -}}
+{{- else -}}
+{{- $workers = int64 (ceil (float64 $cpu)) -}}
+{{- end -}}
+{{- $workers = max 1 $workers -}}
+{{- end -}}
+{{- $pool := int64 (include "tasks.int" $v.config.database.poolMaxSize) -}}
+{{- if eq $pool 0 -}}{{- $pool = min 32 (max 4 (mul $workers 4)) -}}{{- end -}}
+{{- $migrate := ternary 1 0 (eq (toString $v.config.database.migrateOnStart) "true") -}}
+{{- $perPod := add $pool $workers $migrate -}}
+{{- $settings := include "tasks.postgresql.settings" . | fromYaml -}}
+{{- $max := int64 (include "tasks.int" (get $settings "max_connections")) -}}
+{{- $su := int64 (include "tasks.int" (get $settings "superuser_reserved_connections" | default 3)) -}}
+{{- $reserve := int64 (include "tasks.int" $v.postgresql.connectionBudget.reserve) -}}
+pods: {{ add $replicas $surge }}
+replicas: {{ $replicas }}
+surge: {{ $surge }}
+pool: {{ $pool }}
+workers: {{ $workers }}
+migrate: {{ $migrate }}
+perPod: {{ $perPod }}
+total: {{ mul (add $replicas $surge) $perPod }}
+maxConnections: {{ $max }}
+superuserReserved: {{ $su }}
+reserve: {{ $reserve }}
+available: {{ sub (sub $max $su) $reserve }}
 {{- end -}}
 
 {{/* Values object holding the credential settings of the active database. */}}
@@ -299,8 +454,31 @@ depends on it, so `helm template` fails early with a message naming the value.
 {{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
 {{- fail "httpRoute.enabled needs httpRoute.parentRefs (the Gateway to attach to)" -}}
 {{- end -}}
-{{- if and (eq $ext.sslmode "verify-full") (not $pg.enabled) (not $ext.caFile) -}}
-{{- fail "externalDatabase.sslmode=verify-full needs externalDatabase.caFile (mount the CA with extraVolumes/extraVolumeMounts)" -}}
+{{- if and (eq $ext.sslmode "verify-full") (not $pg.enabled) (not $ext.caFile) (not $ext.ca.secretName) (not $ext.ca.configMapName) -}}
+{{- fail "externalDatabase.sslmode=verify-full needs the CA of the database's certificate: set externalDatabase.ca.secretName or externalDatabase.ca.configMapName (mounted by the chart), or externalDatabase.caFile (mounted by you with extraVolumes/extraVolumeMounts)" -}}
+{{- end -}}
+{{- if and (not $pg.enabled) $ext.caFile (or $ext.ca.secretName $ext.ca.configMapName) -}}
+{{- fail "externalDatabase.caFile and externalDatabase.ca.* both name a CA: set only one" -}}
+{{- end -}}
+{{- if $pg.enabled -}}
+{{- if and $pg.auth.password (not $pg.auth.postgresPassword) -}}
+{{- fail "postgresql.auth.password needs postgresql.auth.postgresPassword too: the bootstrap superuser (postgres) has its own password, used only inside the PostgreSQL pod" -}}
+{{- end -}}
+{{- if and $pg.auth.existingSecret $pg.auth.postgresPassword -}}
+{{- fail "ambiguous database credentials: postgresql.auth.postgresPassword is set while postgresql.auth.existingSecret names the Secret (put the superuser password in its key postgresql.auth.postgresPasswordKey)" -}}
+{{- end -}}
+{{- if eq $pg.auth.passwordKey $pg.auth.postgresPasswordKey -}}
+{{- fail "postgresql.auth.passwordKey and postgresql.auth.postgresPasswordKey must differ: the app role and the superuser have separate passwords" -}}
+{{- end -}}
+{{- if and $pg.tls.enabled (not $pg.tls.existingSecret) (not $pg.tls.certManager.issuerRef.name) -}}
+{{- fail "postgresql.tls.enabled needs a certificate: set postgresql.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt) or postgresql.tls.certManager.issuerRef.name (a cert-manager issuer)" -}}
+{{- end -}}
+{{- if $pg.connectionBudget.enabled -}}
+{{- $b := include "tasks.connectionBudget" . | fromYaml -}}
+{{- if gt (int64 $b.total) (int64 $b.available) -}}
+{{- fail (printf "connection budget exceeded: the app can open %d connections (%d pods = %d replicas + %d surge, x %d per pod = pool %d + %d pipelined readers + %d migration), but PostgreSQL admits %d (max_connections %d - superuser_reserved_connections %d - postgresql.connectionBudget.reserve %d); lower config.database.poolMaxSize or the replicas, or raise postgresql.configuration.max_connections" (int64 $b.total) (int64 $b.pods) (int64 $b.replicas) (int64 $b.surge) (int64 $b.perPod) (int64 $b.pool) (int64 $b.workers) (int64 $b.migrate) (int64 $b.available) (int64 $b.maxConnections) (int64 $b.superuserReserved) (int64 $b.reserve)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
