@@ -14,7 +14,8 @@
 #   - the database tier (scripts/lib/chart_db_checks.py): consecutive releases leave the
 #     PostgreSQL pod template and every immutable field alone; the rendered role scripts
 #     converge a real PostgreSQL initialised the old way and a fresh one; the rendered
-#     backup command's dump is restored by the restore runbook's commands, row for row
+#     backup command's dump is restored by the restore runbook's commands, row for row;
+#     the TLS reloader sidecar makes a real server serve a replaced certificate
 #   - the examples of deploy/examples (CloudNativePG, managed PostgreSQL) render and
 #     validate like the overlays; CloudNativePG's manifests against a strict CRD schema
 #   - cluster compatibility: every networkPolicy.dns preset admits exactly its DNS peers
@@ -327,6 +328,10 @@ if need helm "backup and restore on a real PostgreSQL" && need postgres "backup 
   run "rendered backup command + restore runbook commands: every row restored" \
     "$PY" "$DB_CHECKS" backup-restore --helm helm --chart "$CHART" --pg-sh "$ROOT/scripts/pg.sh" \
     --runbook docs/runbooks/restore-from-dump.md
+fi
+if need helm "TLS renewal reaches a real PostgreSQL" && need postgres "TLS renewal reaches a real PostgreSQL"; then
+  run "rendered tls-reloader sidecar: a replaced certificate is served without a restart" \
+    "$PY" "$DB_CHECKS" tls-reload --helm helm --chart "$CHART" --pg-sh "$ROOT/scripts/pg.sh"
 fi
 # CloudNativePG's own manifests of the example: strict schemas of the fields used.
 cnpg_manifests() {

@@ -20,7 +20,12 @@ Usage: python chart_db_checks.py COMMAND --helm HELM --chart CHART [options]
       checks its retention), restores the dump into a fresh server with the runbook's
       blocks marked `<!-- test: restore -->`, and compares every row of every table
 
-Needs PyYAML. Exit status 1 on any failed assertion, with the reason.
+  tls-reload --pg-sh PG_SH
+      the rendered tls-reloader sidecar against a real server serving TLS: when the
+      mounted certificate is replaced (as a Secret update swaps it), the server serves the
+      new one within seconds, without a restart (openssl s_client -starttls postgres)
+
+Needs PyYAML and the openssl command. Exit status 1 on any failed assertion, with the reason.
 """
 
 import argparse
@@ -583,9 +588,104 @@ def backup_restore(a):
     return 0
 
 
+# ---------------------------------------------------------------------------
+# 3. TLS renewals reach the server: the reloader sidecar
+# ---------------------------------------------------------------------------
+def openssl(cwd, *args):
+    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    check(r.returncode == 0, f"openssl {' '.join(args[:3])} failed: {r.stderr}")
+    return r.stdout
+
+
+def make_cert(d, name):
+    """A CA-signed server certificate for localhost in d/NAME.{crt,key} (CA in d/ca.*)."""
+    if not os.path.exists(os.path.join(d, "ca.crt")):
+        openssl(d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                "-subj", "/CN=test-ca", "-addext", "basicConstraints=critical,CA:TRUE", "-keyout", "ca.key", "-out", "ca.crt")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    openssl(d, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+    openssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", "ext", "-out", f"{name}.crt")
+
+
+def served_cn(port):
+    r = subprocess.run(["openssl", "s_client", "-starttls", "postgres", "-connect", f"127.0.0.1:{port}", "-servername", "localhost"],
+                       input="", capture_output=True, text=True, timeout=20)
+    m = re.search(r"subject=.*?CN\s*=\s*([\w-]+)", r.stdout)
+    return m.group(1) if m else f"<none: {r.stderr.strip()[-200:]}>"
+
+
+def tls_reload(a):
+    root = tempfile.mkdtemp(prefix="chartdb")
+    servers, reloader = [], None
+    try:
+        docs = rendered(a.helm, a.chart, ["--set", "postgresql.tls.enabled=true", "--set", "postgresql.tls.existingSecret=db-tls"])
+        sts = find(docs, "StatefulSet", "tasks-postgresql")[0]
+        side = [c for c in sts["spec"]["template"]["spec"]["initContainers"] if c["name"] == "tls-reloader"]
+        check(side and side[0].get("restartPolicy") == "Always", "no tls-reloader sidecar (an init container with restartPolicy Always)")
+        c = side[0]
+        check(c["command"][:2] == ["/bin/sh", "-c"], f"unexpected reloader command {c['command'][:2]}")
+        env = {e["name"]: e["value"] for e in c["env"]}
+        args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+        check(f"ssl_cert_file={env['TLS_CERT_FILE']}" in args, "the reloader watches another file than the server serves")
+
+        srv = Server(a.pg_sh, root, "tlsdata", servers)
+        srv.sql("CREATE ROLE postgres SUPERUSER LOGIN", user="tasks", db="postgres")
+        tls = os.path.join(root, "certs")
+        os.makedirs(tls)
+        os.chmod(tls, 0o755)
+        make_cert(tls, "first")
+        make_cert(tls, "second")
+        cert, key = os.path.join(tls, "tls.crt"), os.path.join(tls, "tls.key")
+
+        def install(name):  # as a Secret update does: new files, swapped in at once
+            for src, dst in ((f"{name}.crt", cert), (f"{name}.key", key)):
+                tmp = dst + ".new"
+                shutil.copyfile(os.path.join(tls, src), tmp)
+                os.chown(tmp, srv.uid, srv.gid)
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, dst)
+        install("first")
+        srv.script(f"ALTER SYSTEM SET ssl_cert_file = '{cert}';\nALTER SYSTEM SET ssl_key_file = '{key}';\n"
+                   "ALTER SYSTEM SET ssl = on;\nSELECT pg_reload_conf();\n", user="postgres", db="postgres")
+        deadline = time.time() + 10
+        while served_cn(srv.port) != "first" and time.time() < deadline:
+            time.sleep(0.3)
+        check(served_cn(srv.port) == "first", f"the server does not serve the first certificate: {served_cn(srv.port)}")
+        session = subprocess.Popen([os.path.join(srv.bindir, "psql"), "-X", "-q", "-U", "postgres", "-d", "postgres"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=srv.env())
+        session.stdin.write("SELECT pg_backend_pid();\n")
+        session.stdin.flush()
+
+        renv = srv.env(**dict(env, TLS_CERT_FILE=cert, RELOAD_INTERVAL="1"))
+        renv["PGHOST"] = srv.data
+        reloader = subprocess.Popen(["/bin/sh", "-c", c["command"][2]], env=renv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.5)
+        install("second")
+        t0 = time.time()
+        while served_cn(srv.port) != "second" and time.time() - t0 < 15:
+            time.sleep(0.5)
+        took = time.time() - t0
+        check(served_cn(srv.port) == "second", f"after the certificate changed the server still serves {served_cn(srv.port)}")
+        out, _ = session.communicate("SELECT 'session survived';\n", timeout=10)
+        check("session survived" in out, f"an open session did not survive the reload: {out}")
+        print(f"tls-reload: the rendered reloader made the server serve the renewed certificate {took:.1f}s after the swap; "
+              "an open session stayed")
+    finally:
+        if reloader:
+            reloader.kill()
+            reloader.wait()
+        for s_ in servers:
+            s_.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=["release-stability", "roles", "backup-restore"])
+    p.add_argument("command", choices=["release-stability", "roles", "backup-restore", "tls-reload"])
     p.add_argument("--helm", required=True)
     p.add_argument("--chart", required=True)
     p.add_argument("--values", nargs="*", default=[])
@@ -599,6 +699,8 @@ def main():
             return release_stability(a)
         if a.command == "roles":
             return roles(a)
+        if a.command == "tls-reload":
+            return tls_reload(a)
         return backup_restore(a)
     except Failure as e:
         print(f"FAILED: {e}")
