@@ -98,13 +98,16 @@ cmd_deploy() {
         "${flags[@]}" --timeout "$HELM_TIMEOUT"
     run helm test "$RELEASE" --kube-context "$CONTEXT" --namespace "$NAMESPACE" --logs --timeout "$HELM_TIMEOUT"
 
+    # The API needs a bearer token: the local overlay's explicit development token.
+    local token
+    token="$(sed -n 's/^ *developmentToken: *//p' "$VALUES_DIR/local.yaml" | head -n 1)"
     cat <<EOF
 
 tasks-server ${tag} is running in namespace ${NAMESPACE} (context ${CONTEXT}).
 Reach the API:
   just port-forward        # = kubectl --context ${CONTEXT} -n ${NAMESPACE} port-forward deployment/${APP_FULLNAME} ${API_PORT}:http ${ADMIN_PORT}:admin
-  curl http://127.0.0.1:${API_PORT}/v1/tasks
-  curl -X POST -H 'Content-Type: application/json' -d '{"title":"hello"}' http://127.0.0.1:${API_PORT}/v1/tasks
+  curl -H "Authorization: Bearer ${token}" http://127.0.0.1:${API_PORT}/v1/tasks
+  curl -H "Authorization: Bearer ${token}" -X POST -H 'Content-Type: application/json' -d '{"title":"hello"}' http://127.0.0.1:${API_PORT}/v1/tasks
   curl http://127.0.0.1:${ADMIN_PORT}/readyz
 Logs: just logs    Status: just status    Remove: just undeploy-local
 EOF

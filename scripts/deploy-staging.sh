@@ -13,6 +13,10 @@
 #   NAMESPACE         namespace of the release (default tasks-staging; must exist)
 #   DB_SECRET         existing Secret with the database password (default tasks-staging-db,
 #                     as values/staging.yaml names it)
+#   API_TOKENS_SECRET existing Secret with the API-token lines, key api_tokens (default
+#                     tasks-staging-api-tokens, as values/staging.yaml names it)
+#   TEST_TOKEN_SECRET existing Secret with the Helm test's plain API token, key token
+#                     (default tasks-staging-helm-test-token)
 #   PULL_SECRET       existing docker-registry Secret for a private GHCR package
 #   HELM_TIMEOUT      helm --timeout (default 10m)
 #   DRY_RUN=1         print the commands without running them; the digest of the image
@@ -20,7 +24,7 @@
 #
 # Credentials never appear on a command line: `docker push` uses the login you made
 # beforehand (`docker login ghcr.io`, or the CI's GITHUB_TOKEN), and the cluster reads the
-# database password from an existing Secret.
+# database password and the API tokens from existing Secrets (docs/runbooks/deploy-workflows.md).
 set -euo pipefail
 DEPLOY_NAME="deploy-staging"
 # shellcheck source=scripts/deploy-lib.sh
@@ -29,6 +33,8 @@ cd "$DEPLOY_ROOT"
 
 NAMESPACE="${NAMESPACE:-tasks-staging}"
 DB_SECRET="${DB_SECRET:-tasks-staging-db}"
+API_TOKENS_SECRET="${API_TOKENS_SECRET:-tasks-staging-api-tokens}"
+TEST_TOKEN_SECRET="${TEST_TOKEN_SECRET:-tasks-staging-helm-test-token}"
 HELM_TIMEOUT="${HELM_TIMEOUT:-10m}"
 
 require_context() {
@@ -70,6 +76,10 @@ cmd_deploy() {
         || die "namespace '$NAMESPACE' does not exist in '$KUBE_CONTEXT' (create it with its Secret first; see docs/runbooks/)"
     kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" get secret "$DB_SECRET" >/dev/null 2>&1 \
         || die "Secret '$DB_SECRET' (key 'password') is missing in $KUBE_CONTEXT/$NAMESPACE: create it from a file or your secret manager, e.g. kubectl -n $NAMESPACE create secret generic $DB_SECRET --from-file=password=./password"
+    kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" get secret "$API_TOKENS_SECRET" >/dev/null 2>&1 \
+        || die "Secret '$API_TOKENS_SECRET' (key 'api_tokens': API-token lines, hashes only) is missing in $KUBE_CONTEXT/$NAMESPACE: mint tokens with tasks-server mint-token and create it, e.g. kubectl -n $NAMESPACE create secret generic $API_TOKENS_SECRET --from-file=api_tokens=./api_tokens (docs/runbooks/deploy-workflows.md)"
+    kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" get secret "$TEST_TOKEN_SECRET" >/dev/null 2>&1 \
+        || die "Secret '$TEST_TOKEN_SECRET' (key 'token': the Helm test's API token) is missing in $KUBE_CONTEXT/$NAMESPACE: e.g. kubectl -n $NAMESPACE create secret generic $TEST_TOKEN_SECRET --from-file=token=./helm-test.token, its line in $API_TOKENS_SECRET (docs/runbooks/deploy-workflows.md)"
 
     local build_args=()
     mapfile -t build_args < <(docker_build_args "$sha")
@@ -97,6 +107,8 @@ cmd_deploy() {
         --set-string image.tag="$sha" \
         --set-string image.digest="$digest" \
         --set-string postgresql.auth.existingSecret="$DB_SECRET" \
+        --set-string auth.apiTokens.existingSecret="$API_TOKENS_SECRET" \
+        --set-string tests.apiToken.existingSecret="$TEST_TOKEN_SECRET" \
         "${pull[@]}" \
         "${flags[@]}" --timeout "$HELM_TIMEOUT"
     run helm test "$RELEASE" --kube-context "$KUBE_CONTEXT" --namespace "$NAMESPACE" --logs --timeout "$HELM_TIMEOUT"

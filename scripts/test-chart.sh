@@ -11,6 +11,8 @@
 #     error matching its `# expect:` regex (Helm 4 and Helm 3)
 #   - the chart README's parameter tables match values.yaml (readme-generator)
 #   - yamllint over the values files
+#   - NOTES (helm install --dry-run=client): the warning with auth.enabled=false, the
+#     bearer-token instructions otherwise
 #   - the database tier (scripts/lib/chart_db_checks.py): consecutive releases leave the
 #     PostgreSQL pod template and every immutable field alone; the rendered role scripts
 #     converge a real PostgreSQL initialised the old way and a fresh one; the rendered
@@ -297,6 +299,30 @@ if need yamllint "yamllint values files"; then
   run "yamllint values.yaml, overlays, CI files and skip file" yamllint -s -d \
     '{extends: default, rules: {line-length: {max: 160}, document-start: disable, comments: {min-spaces-from-content: 1}, truthy: {check-keys: false}}}' \
     "$CHART/values.yaml" "$CHART/Chart.yaml" "$OVERLAY_DIR" "$CI_DIR" "$SKIPS_FILE" "$EXAMPLES_DIR"
+fi
+
+# NOTES (Helm 4 renders them offline with install --dry-run=client): with authentication
+# off they open with the warning; with it on they show the bearer header and how to mint
+# a token (API-token Secret) or use the development token (local).
+notes_of() { # notes_of VALUES-ARGS...: the rendered NOTES
+  helm install "$RELEASE" "$CHART" --namespace "$NAMESPACE" "$@" --dry-run=client 2>&1 | sed -n '/^NOTES:/,$p'
+}
+auth_notes() {
+  local off local_ staging
+  off="$(notes_of -f "$CI_DIR/auth-disabled.yaml")"
+  local_="$(notes_of -f "$OVERLAY_DIR/local.yaml")"
+  staging="$(notes_of -f "$OVERLAY_DIR/staging.yaml")"
+  grep -q 'WARNING: AUTHENTICATION IS OFF (auth.enabled=false)' <<<"$off" || { echo "auth-disabled: no warning in NOTES"; echo "$off" | head; return 1; }
+  ! grep -q 'Authorization: Bearer' <<<"$off" || { echo "auth-disabled: NOTES still show a bearer header"; return 1; }
+  grep -q 'curl -H "Authorization: Bearer $TOKEN"' <<<"$local_" && grep -q '^ *TOKEN=tkn_' <<<"$local_" \
+    || { echo "local: NOTES lack the bearer header or the development token"; echo "$local_"; return 1; }
+  grep -q 'WARNING' <<<"$local_$staging" && { echo "NOTES warn although authentication is on"; return 1; }
+  grep -q 'mint-token' <<<"$staging" && grep -q 'Secret tasks-staging-api-tokens' <<<"$staging" \
+    || { echo "staging: NOTES do not say how to mint a token and where its line goes"; echo "$staging"; return 1; }
+  echo "NOTES: warning with auth off; bearer header, development token (local), mint-token and Secret (staging)"
+}
+if need helm "NOTES say how to authenticate"; then
+  SHOW_ON_PASS=1 run "NOTES: loud warning with auth.enabled=false, bearer token instructions otherwise" auth_notes
 fi
 
 # Chart.yaml's kubeVersion gate: clusters older than 1.29 are refused.

@@ -76,7 +76,7 @@ stub docker 'if [[ "$1" == info ]]; then [[ -z "${STUB_DOCKER_DOWN:-}" ]]; exit;
 stub kubectl 'case "$*" in
   "config get-contexts -o name") printf "%s\n" minikube staging-ctx production-ctx ;;
   "config current-context") echo production-ctx ;;
-  *"get secret"*) [[ -z "${STUB_NO_SECRET:-}" ]] ;;
+  *"get secret"*) [[ -z "${STUB_NO_SECRET:-}" && " $* " != *" ${STUB_MISSING_SECRET:-none} "* ]] ;;
   *) exit 0 ;;
 esac'
 stub helm 'if [[ "$*" == "version --short" ]]; then echo "${STUB_HELM_VERSION:-v4.1.4+g05fa379}"; fi; exit 0'
@@ -128,10 +128,13 @@ for hv in 4 3; do
     expect_line "deploy-local (Helm $hv): helm test" "+ helm test tasks --kube-context minikube --namespace tasks-local --logs --timeout 5m"
     nothing_changed "deploy-local (Helm $hv)"
 done
-if grep -q 'port-forward deployment/tasks 8080:http 9090:admin' <<<"$OUT" && grep -q 'curl http://127.0.0.1:8080/v1/tasks' <<<"$OUT"; then
-    pass "deploy-local: prints how to reach the API"
+LOCAL_TOKEN="$(sed -n 's/^ *developmentToken: *//p' deploy/helm/values/local.yaml | head -n 1)"
+if grep -q 'port-forward deployment/tasks 8080:http 9090:admin' <<<"$OUT" \
+    && grep -qF "curl -H \"Authorization: Bearer ${LOCAL_TOKEN}\" http://127.0.0.1:8080/v1/tasks" <<<"$OUT" \
+    && [[ "$LOCAL_TOKEN" == tkn_* ]]; then
+    pass "deploy-local: prints how to reach the API, with the local overlay's development token"
 else
-    fail "deploy-local: prints how to reach the API" "$OUT"
+    fail "deploy-local: prints how to reach the API, with the local overlay's development token" "$OUT"
 fi
 LOCAL_HELM_LINE="$(grep '^+ helm upgrade --install' <<<"$OUT" | head -n 1)"
 
@@ -194,7 +197,7 @@ for hv in 4 3; do
         "+ docker build -f docker/Dockerfile --build-arg VERSION=$(q "$VERSION") --build-arg REVISION=$SHA --build-arg CREATED=$(q "$CREATED") -t ghcr.io/acme-org/tasks-server:$SHA ."
     expect_line "deploy-staging (Helm $hv): push" "+ docker push ghcr.io/acme-org/tasks-server:$SHA"
     expect_line "deploy-staging (Helm $hv): helm upgrade --install by digest, explicit context, staging.yaml, existing Secret, wait + rollback" \
-        "+ helm upgrade --install tasks deploy/helm/tasks --kube-context staging-ctx --namespace tasks-staging -f deploy/helm/values/staging.yaml --set-string image.registry=ghcr.io --set-string image.repository=acme-org/tasks-server --set-string image.tag=$SHA --set-string image.digest=$DIGEST --set-string postgresql.auth.existingSecret=tasks-staging-db $wait --timeout 10m"
+        "+ helm upgrade --install tasks deploy/helm/tasks --kube-context staging-ctx --namespace tasks-staging -f deploy/helm/values/staging.yaml --set-string image.registry=ghcr.io --set-string image.repository=acme-org/tasks-server --set-string image.tag=$SHA --set-string image.digest=$DIGEST --set-string postgresql.auth.existingSecret=tasks-staging-db --set-string auth.apiTokens.existingSecret=tasks-staging-api-tokens --set-string tests.apiToken.existingSecret=tasks-staging-helm-test-token $wait --timeout 10m"
     expect_line "deploy-staging (Helm $hv): helm test" "+ helm test tasks --kube-context staging-ctx --namespace tasks-staging --logs --timeout 10m"
     nothing_changed "deploy-staging (Helm $hv)"
 done
@@ -221,6 +224,10 @@ recipe deploy-staging KUBE_CONTEXT=nope REGISTRY_OWNER=acme
 expect_refusal "deploy-staging refuses a context missing from the kubeconfig" "context 'nope' is not in your kubeconfig"
 recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme STUB_NO_SECRET=1
 expect_refusal "deploy-staging refuses when the database Secret does not exist" "Secret 'tasks-staging-db'.*missing"
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme STUB_MISSING_SECRET=tasks-staging-api-tokens
+expect_refusal "deploy-staging refuses when the API-token Secret does not exist, saying how to make it" "Secret 'tasks-staging-api-tokens'.*missing.*mint-token"
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme STUB_MISSING_SECRET=tasks-staging-helm-test-token
+expect_refusal "deploy-staging refuses when the Helm test's token Secret does not exist" "Secret 'tasks-staging-helm-test-token'.*missing"
 echo "scratch" > "$REPO/uncommitted.txt"
 recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme
 expect_refusal "deploy-staging refuses a dirty tree (untracked file)" "uncommitted changes"
