@@ -10,7 +10,9 @@ Usage: python observability_test.py --helm H --promtool P --prometheus P --pg-sh
 2. `promtool check rules`; every alert has a promtool case that fires and one that does
    not (an empty exp_alerts) in --rules-test; `promtool test rules` passes.
 3. The dashboard is well formed: unique panel ids and refIds, every variable it uses
-   defined, the Prometheus data source variable everywhere.
+   defined, the Prometheus data source variable everywhere. Every alert's runbook_url
+   names a section of docs/runbooks/alerts.md; the backup alerts select the CronJob the
+   chart renders (backup.enabled) and the Jobs it creates.
 4. Live: a throwaway PostgreSQL (scripts/pg.sh), the tasks-server binary on loopback
    ports, a kube-state-metrics fixture (static series for the release's pods, Jobs and
    CronJob: the service cannot export them, and no cluster runs here) and a real Prometheus
@@ -216,6 +218,29 @@ def runbook_checks(a):
             elif url.split("#", 1)[1] not in anchors:
                 problems.append(f"{r['alert']}: docs/runbooks/alerts.md has no section #{url.split('#', 1)[1]}")
     check("every alert's runbook_url names a section of docs/runbooks/alerts.md", problems)
+
+
+def backup_name_checks(a):
+    """The backup alerts key on the backup CronJob's name: render it and match them up."""
+    cmd = [a.helm, "template", RELEASE, a.chart, "--namespace", NAMESPACE, "-f", a.values,
+           "--set", "prometheusRule.enabled=true", "--set", "backup.enabled=true"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        check("the backup CronJob renders with the alerts", [out.stderr.strip()])
+        return
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    cronjobs = [d["metadata"]["name"] for d in docs if d["kind"] == "CronJob"]
+    rules = {r["alert"]: r["expr"] for d in docs if d["kind"] == "PrometheusRule"
+             for g in d["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    problems = [] if len(cronjobs) == 1 else [f"CronJobs rendered: {cronjobs}"]
+    for cj in cronjobs[:1]:
+        job = f"{cj}-29400000"  # a Job the CronJob controller creates: <cronjob>-<scheduled minute>
+        patterns = re.findall(r'job_name=~"([^"]+)"', rules.get("TasksBackupFailed", ""))
+        if not patterns or not all(re.fullmatch(p, job) for p in patterns):
+            problems.append(f"TasksBackupFailed's job_name patterns {patterns} miss {job}")
+        if f'cronjob="{cj}"' not in rules.get("TasksBackupTooOld", ""):
+            problems.append(f'TasksBackupTooOld does not select cronjob="{cj}"')
+    check(f"the backup alerts select the rendered CronJob {cronjobs[:1]} and its Jobs", problems)
 
 
 def promtool_checks(a, groups, work):
@@ -635,6 +660,7 @@ def main():
                   f"and the dashboard ConfigMap", [])
             promtool_checks(a, groups, work)
             runbook_checks(a)
+            backup_name_checks(a)
             dashboard_checks(board, configmap)
             if not a.skip_live:
                 try:
