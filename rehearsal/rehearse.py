@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pod_environment import container_environment  # next to this file
+
 try:
     import yaml  # PyYAML, installed into .tools/venv by `just rehearse`
 except ImportError:  # pragma: no cover
@@ -189,54 +191,16 @@ def parse(docs, existing_secrets: dict) -> Manifests:
     tmpl = spec["template"]
     pod = tmpl["spec"]
     c = pod["containers"][0]
-    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in find(docs, "ConfigMap")}
-    secrets = {}
-    for d in find(docs, "Secret"):
-        data = {k: base64.b64decode(v).decode() for k, v in (d.get("data") or {}).items()}
-        data.update(d.get("stringData") or {})
-        secrets[d["metadata"]["name"]] = data
-    for name, data in existing_secrets.items():
-        secrets.setdefault(name, data)
-
-    # env: envFrom first, then env (later wins), like the kubelet
-    env: dict = {}
-    for ef in c.get("envFrom", []):
-        if "configMapRef" in ef:
-            env.update({ef.get("prefix", "") + k: v for k, v in configmaps[ef["configMapRef"]["name"]].items()})
-        elif "secretRef" in ef:
-            env.update({ef.get("prefix", "") + k: v for k, v in secrets[ef["secretRef"]["name"]].items()})
-    for e in c.get("env", []) or []:
-        if "value" in e:
-            env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), str(e["value"]))
-        elif "valueFrom" in e:
-            vf = e["valueFrom"]
-            if "configMapKeyRef" in vf:
-                env[e["name"]] = configmaps[vf["configMapKeyRef"]["name"]][vf["configMapKeyRef"]["key"]]
-            elif "secretKeyRef" in vf:
-                env[e["name"]] = secrets[vf["secretKeyRef"]["name"]][vf["secretKeyRef"]["key"]]
-            elif "fieldRef" in vf:
-                env[e["name"]] = "$FIELD:" + vf["fieldRef"]["fieldPath"]
-
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    files, mounts = {}, []
-    for m in c.get("volumeMounts", []):
-        v = volumes[m["name"]]
-        mounts.append(m["mountPath"])
-        src, data = None, None
-        if "secret" in v:
-            src = v["secret"]
-            data = secrets.get(src["secretName"])
-            if data is None:
-                raise SystemExit(f"rehearse: the pod mounts Secret {src['secretName']!r}, which neither the chart nor the rehearsal provides")
-        elif "configMap" in v:
-            src = v["configMap"]
-            data = configmaps[src["name"]]
-        if src is None:
-            continue
-        mode = src.get("defaultMode", 0o644)
-        items = src.get("items") or [{"key": k, "path": k} for k in data]
-        for it in items:
-            files[f"{m['mountPath'].rstrip('/')}/{it['path']}"] = (data[it["key"]].encode(), it.get("mode", mode))
+    # What the kubelet gives the container: the one computation shared with the chart
+    # contract test (pod_environment.py).
+    given = container_environment(docs, pod, c, existing_secrets)
+    problems = given["env_problems"] + [p for m in given["mounts"] for p in m["problems"]]
+    problems += [f"the content of {path} is unknown" for path, f in given["files"].items() if f["data"] is None]
+    if problems:
+        raise SystemExit("rehearse: the rendered pod cannot start: " + "; ".join(problems))
+    env = given["env"]
+    files = {path: (f["data"].encode(), f["mode"]) for path, f in given["files"].items()}
+    mounts = [m["path"] for m in given["mounts"]]
 
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
 

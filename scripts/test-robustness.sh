@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Robustness suite (docs/architecture.md §5, hostile input), run by `just test-robustness`:
 #
-#   1. the explicit tests of bin/tasks-server/tests/robustness.rs (oversized, invalid and
-#      deeply nested bodies, hostile `limit`s, unicode and SQL metacharacters byte for
-#      byte, slow clients cut off, database outage → fast 503 and recovery);
+#   1. the explicit tests of bin/tasks-server/tests/it/robustness.rs (oversized and
+#      deeply nested bodies, slow clients cut off) and the API tests they rely on
+#      (invalid UTF-8, hostile `limit`s, unicode and SQL metacharacters byte for byte,
+#      database outage → fast 503 and recovery);
 #   2. schemathesis (PyPI, pinned, in .tools/schemathesis) against /openapi.json of a
 #      running debug tasks-server on a real PostgreSQL (scripts/pg.sh): every check
 #      (no 5xx, status codes, content types, headers and bodies conform to the document,
@@ -40,8 +41,10 @@ if ! scripts/ensure-tools.sh postgres; then
 fi
 
 # --- 1. explicit tests (cargo prints its own summary line) ----------------------------
-say "explicit robustness tests (cargo test --test robustness)"
-if cargo test --locked -p tasks-server --test robustness -- --include-ignored; then
+say "explicit robustness tests (cargo test --test it robustness::)"
+if cargo test --locked -p tasks-server --test it -- --include-ignored robustness:: \
+    api::create_rejects_malformed_json_with_400 api::list_limit_bounds \
+    api::unicode_and_sql_metacharacters_round_trip_exactly api::database_outage_answers_503_quickly; then
     cargo_ok=1
 else
     cargo_ok=0
@@ -205,5 +208,5 @@ else
     pass "no panic in the server log"
 fi
 # cargo counted its own tests above; a failure there fails this suite too.
-[[ ${cargo_ok} -eq 1 ]] || fail "explicit robustness tests (cargo test --test robustness)"
+[[ ${cargo_ok} -eq 1 ]] || fail "explicit robustness tests (cargo test --test it robustness::)"
 finish

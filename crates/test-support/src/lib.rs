@@ -1,5 +1,16 @@
 //! Test harness shared by the workspace's integration tests: a real PostgreSQL server
-//! started from the installed server binaries, and a fresh, empty database per test.
+//! started from the installed server binaries, a fresh, empty database per test, and the
+//! one way to run and talk to a service under test:
+//!
+//! * [`http`]: the HTTP client of every test ([`http::HttpClient`], answering a
+//!   [`http::Reply`]);
+//! * [`in_process`]: a service run in the test process on a thread of its own (what a
+//!   service's `spawn_app` is built on: no process per test);
+//! * [`process`]: a service binary run as a real process ([`process::ServiceCommand`],
+//!   [`process::ServiceProcess`]) for signals, exit codes and configuration errors;
+//! * [`poll`]: waiting for a condition with a bounded timeout ([`poll::eventually`]).
+//!
+//! The database part:
 //!
 //! * [`fresh_database`] creates a database with a unique name on the shared test server
 //!   of this test process (the server is initialised and started on first use).
@@ -39,7 +50,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
+pub mod http;
+pub mod in_process;
 mod local;
+pub mod poll;
+pub mod process;
 
 use local::LocalServer;
 
@@ -95,15 +110,21 @@ impl TestDatabase {
     /// The settings a child process (`tasks-server`) needs to reach this database:
     /// `TASKS_DATABASE__HOST`, `__PORT`, `__NAME`, `__USER` and `__PASSWORD`.
     pub fn env(&self) -> Vec<(String, String)> {
+        self.env_for("TASKS")
+    }
+
+    /// The same for a service configured through `<prefix>_*` variables:
+    /// `<prefix>_DATABASE__HOST`, `__PORT`, `__NAME`, `__USER` and `__PASSWORD`.
+    pub fn env_for(&self, prefix: &str) -> Vec<(String, String)> {
         [
-            ("TASKS_DATABASE__HOST", self.host.clone()),
-            ("TASKS_DATABASE__PORT", self.port.to_string()),
-            ("TASKS_DATABASE__NAME", self.name.clone()),
-            ("TASKS_DATABASE__USER", self.user.clone()),
-            ("TASKS_DATABASE__PASSWORD", self.password.clone()),
+            ("HOST", self.host.clone()),
+            ("PORT", self.port.to_string()),
+            ("NAME", self.name.clone()),
+            ("USER", self.user.clone()),
+            ("PASSWORD", self.password.clone()),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
+        .map(|(k, v)| (format!("{prefix}_DATABASE__{k}"), v))
         .collect()
     }
 

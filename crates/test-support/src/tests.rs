@@ -39,6 +39,17 @@ fn env_names_follow_the_config_crate() {
 }
 
 #[test]
+fn env_for_another_prefix_names_the_same_database() {
+    let env = sample().env_for("NOTES");
+    assert_eq!(env.len(), 5);
+    assert!(env.iter().all(|(k, _)| k.starts_with("NOTES_DATABASE__")));
+    assert!(env.contains(&(
+        "NOTES_DATABASE__NAME".to_owned(),
+        "tasks_test_1_2_ab".to_owned()
+    )));
+}
+
+#[test]
 fn debug_redacts_the_password() {
     let text = format!("{:?}", sample());
     assert!(!text.contains("p@ss"), "{text}");

@@ -1,201 +1,43 @@
-//! End-to-end tests of the HTTP API (docs/architecture.md §4) against the real `tasks-server`
-//! binary and a real PostgreSQL database: every row of the API table and every error
-//! status, plus the cross-cutting promises (request ids, problem documents, 404/405,
-//! OpenAPI, byte-exact round trips, fast 503s during a database outage).
-
-mod support;
+//! The HTTP API (docs/architecture.md §4), the whole service in-process against a real
+//! PostgreSQL database: every row of the API table and every error status, plus the
+//! cross-cutting promises (request ids, problem documents, 404/405, OpenAPI, byte-exact
+//! round trips, fast 503s during a database outage and recovery after it).
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::Server;
+use tasks_test_support::fresh_database;
+use tasks_test_support::http::{HttpClient, Method, StatusCode};
+use tasks_test_support::poll::eventually_some;
+use tasks_test_support::process::{RunOutput, ServiceCommand};
 use uuid::Uuid;
 
-const PROBLEM_JSON: &str = "application/problem+json";
-const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
+use crate::support::{
+    BIN, MERGE_PATCH_JSON, ProblemReply, TEST_OWNER, TestApp, error_fields, spawn_app,
+    spawn_app_with, start_app,
+};
 
-/// A finished response: status, headers and the whole body.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reply")
-            .field("status", &self.status)
-            .field("headers", &self.headers)
-            .field("body", &String::from_utf8_lossy(&self.body))
-            .finish()
-    }
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ASCII header value"))
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// Asserts the status and returns the JSON body.
-    #[track_caller]
-    fn expect_json(&self, status: StatusCode) -> Value {
-        assert_eq!(self.status, status, "unexpected status; reply: {self:?}");
-        let content_type = self.header("content-type").unwrap_or_default();
-        assert!(
-            content_type.starts_with("application/json"),
-            "content type {content_type:?}; reply: {self:?}"
-        );
-        self.json()
-    }
-
-    /// Asserts a complete RFC 9457 problem document with this status, whose
-    /// `request_id` is the response's `X-Request-Id`; returns it.
-    #[track_caller]
-    fn expect_problem(&self, status: StatusCode) -> Value {
-        assert_eq!(self.status, status, "unexpected status; reply: {self:?}");
-        let content_type = self.header("content-type").unwrap_or_default();
-        assert!(
-            content_type.starts_with(PROBLEM_JSON),
-            "content type {content_type:?}; reply: {self:?}"
-        );
-        let problem = self.json();
-        assert!(problem["type"].is_string(), "no type: {problem}");
-        assert!(
-            problem["title"].as_str().is_some_and(|t| !t.is_empty()),
-            "no title: {problem}"
-        );
-        assert_eq!(problem["status"], json!(status.as_u16()), "{problem}");
-        assert!(
-            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "no detail: {problem}"
-        );
-        let request_id = self.header("x-request-id").expect("X-Request-Id header");
-        assert_eq!(problem["request_id"], json!(request_id), "{problem}");
-        problem
-    }
-}
-
-/// The field names of a problem's `errors`, each checked to carry a message.
-#[track_caller]
-fn error_fields(problem: &Value) -> Vec<String> {
-    let errors = problem["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors array: {problem}"));
-    assert!(!errors.is_empty(), "empty errors array: {problem}");
-    errors
-        .iter()
-        .map(|e| {
-            assert!(
-                e["message"].as_str().is_some_and(|m| !m.is_empty()),
-                "no message: {e}"
-            );
-            e["field"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no field: {e}"))
-                .to_owned()
-        })
-        .collect()
-}
-
-/// A client for one server.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(server: &Server) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client");
-        Self {
-            http,
-            base: server.api.clone(),
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base))
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let response = request.send().await.expect("request failed");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.expect("read the body").to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(self.request(Method::GET, path)).await
-    }
-
-    async fn delete(&self, path: &str) -> Reply {
-        self.send(self.request(Method::DELETE, path)).await
-    }
-
-    /// `POST` raw bytes with a content type.
-    async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
-        let body: Vec<u8> = body.into();
-        self.send(
-            self.request(Method::POST, path)
-                .header("content-type", content_type)
-                .body(body),
-        )
+/// Creates a task and returns it.
+async fn create(api: &HttpClient, body: &Value) -> Value {
+    api.post_json("/v1/tasks", body)
         .await
-    }
+        .expect_json(StatusCode::CREATED)
+}
 
-    async fn post_json(&self, path: &str, body: &Value) -> Reply {
-        self.post_raw(path, "application/json", body.to_string())
-            .await
+/// Creates `n` tasks titled `prefix 0` … and returns their ids, oldest first.
+async fn create_many(api: &HttpClient, n: usize, prefix: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let task = create(api, &json!({"title": format!("{prefix} {i}")})).await;
+        ids.push(task["id"].as_str().expect("id").to_owned());
     }
+    ids
+}
 
-    async fn patch(&self, path: &str, content_type: &str, body: &Value) -> Reply {
-        self.send(
-            self.request(Method::PATCH, path)
-                .header("content-type", content_type)
-                .body(body.to_string()),
-        )
-        .await
-    }
-
-    /// Creates a task and returns it.
-    async fn create(&self, body: &Value) -> Value {
-        self.post_json("/v1/tasks", body)
-            .await
-            .expect_json(StatusCode::CREATED)
-    }
-
-    /// Creates `n` tasks titled `prefix 0` … and returns their ids, oldest first.
-    async fn create_many(&self, n: usize, prefix: &str) -> Vec<String> {
-        let mut ids = Vec::new();
-        for i in 0..n {
-            let task = self
-                .create(&json!({"title": format!("{prefix} {i}")}))
-                .await;
-            ids.push(task["id"].as_str().expect("id").to_owned());
-        }
-        ids
-    }
+/// The service in-process on a fresh database, ready.
+async fn app() -> TestApp {
+    spawn_app(&fresh_database().await).await
 }
 
 fn ids_of(page: &Value) -> Vec<String> {
@@ -221,23 +63,14 @@ fn assert_rfc3339(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
         .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"))
 }
 
-async fn task_count(server: &Server) -> i64 {
-    let client = server.db.connect().await;
-    client
-        .query_one("SELECT count(*) FROM tasks", &[])
-        .await
-        .expect("count tasks")
-        .get(0)
-}
-
 // ---------------------------------------------------------------------------------------
 // POST /v1/tasks
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn create_returns_201_with_location_etag_and_defaults() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
 
     let reply = api
         .post_json("/v1/tasks", &json!({"title": "  Buy milk \n\t"}))
@@ -287,14 +120,16 @@ async fn create_returns_201_with_location_etag_and_defaults() {
     );
 
     // Every field given: stored as given, and the Location serves the same task.
-    let full = api
-        .create(&json!({
+    let full = create(
+        api,
+        &json!({
             "title": "Ship it",
             "description": "all of it",
             "status": "in_progress",
             "due_at": "2030-01-02T03:04:05+02:00",
-        }))
-        .await;
+        }),
+    )
+    .await;
     assert_eq!(full["description"], "all of it");
     assert_eq!(full["status"], "in_progress");
     assert_eq!(
@@ -306,30 +141,35 @@ async fn create_returns_201_with_location_etag_and_defaults() {
         .await
         .expect_json(StatusCode::OK);
     assert_eq!(fetched, full);
-    assert_eq!(task_count(&server).await, 2);
+    assert_eq!(app.task_count().await, 2);
 }
 
 #[tokio::test]
 async fn create_rejects_malformed_json_with_400() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     for body in [
-        "{",
-        "{\"title\": }",
-        "not json",
-        "",
-        "{\"title\": \"a\"} trailing",
+        &b"{"[..],
+        b"{\"title\": }",
+        b"not json",
+        b"",
+        b"{\"title\": \"a\"} trailing",
+        // Not UTF-8 at all, and invalid UTF-8 inside a string.
+        b"\xff\xfe\xfd",
+        b"{\"title\": \"caf\xe9\"}",
+        b"{\"title\": \"\xed\xa0\x80 lone surrogate\"}",
+        b"{\"title\": \"\\ud800 escaped lone surrogate\"}",
     ] {
         let reply = api.post_raw("/v1/tasks", "application/json", body).await;
         reply.expect_problem(StatusCode::BAD_REQUEST);
     }
-    assert_eq!(task_count(&server).await, 0);
+    assert_eq!(app.task_count().await, 0);
 }
 
 #[tokio::test]
 async fn create_rejects_bodies_over_the_limit_with_413() {
-    let server = Server::start(&[("TASKS_HTTP__MAX_BODY_BYTES", "1024")]).await;
-    let api = Api::new(&server);
+    let app = spawn_app_with(&fresh_database().await, |s| s.http.max_body_bytes = 1024).await;
+    let api = &app.api;
 
     let skeleton = json!({"title": "big", "description": ""}).to_string();
     let body =
@@ -340,7 +180,7 @@ async fn create_rejects_bodies_over_the_limit_with_413() {
         .expect_problem(StatusCode::PAYLOAD_TOO_LARGE);
 
     // The same limit guards PATCH.
-    let task = api.create(&json!({"title": "small"})).await;
+    let task = create(api, &json!({"title": "small"})).await;
     let path = format!("/v1/tasks/{}", task["id"].as_str().expect("id"));
     api.send(
         api.request(Method::PATCH, &path)
@@ -352,14 +192,14 @@ async fn create_rejects_bodies_over_the_limit_with_413() {
 
     // A body under the limit is fine.
     let body = json!({"title": "fits", "description": "x".repeat(900)});
-    api.create(&body).await;
-    assert_eq!(task_count(&server).await, 2);
+    create(api, &body).await;
+    assert_eq!(app.task_count().await, 2);
 }
 
 #[tokio::test]
 async fn create_requires_a_json_content_type_415() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let body = json!({"title": "t"}).to_string();
 
     api.post_raw("/v1/tasks", "text/plain", body.clone())
@@ -372,7 +212,7 @@ async fn create_requires_a_json_content_type_415() {
     api.send(api.request(Method::POST, "/v1/tasks").body(body.clone()))
         .await
         .expect_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(task_count(&server).await, 0);
+    assert_eq!(app.task_count().await, 0);
 
     // Parameters and case do not matter.
     api.post_raw("/v1/tasks", "Application/JSON; charset=utf-8", body)
@@ -382,8 +222,8 @@ async fn create_requires_a_json_content_type_415() {
 
 #[tokio::test]
 async fn create_validation_failures_are_422_with_field_errors() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let cases: Vec<(&str, Value, &[&str])> = vec![
         ("empty title", json!({"title": ""}), &["title"]),
         ("blank title", json!({"title": "  \t\n "}), &["title"]),
@@ -392,6 +232,11 @@ async fn create_validation_failures_are_422_with_field_errors() {
         (
             "201-character title",
             json!({"title": "a".repeat(201)}),
+            &["title"],
+        ),
+        (
+            "201 four-byte characters",
+            json!({"title": "🙂".repeat(201)}),
             &["title"],
         ),
         (
@@ -448,19 +293,21 @@ async fn create_validation_failures_are_422_with_field_errors() {
         let problem = reply.expect_problem(StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(error_fields(&problem), fields, "{name}: {problem}");
     }
-    assert_eq!(task_count(&server).await, 0);
+    assert_eq!(app.task_count().await, 0);
 
     // The limits themselves are accepted (characters, not bytes).
-    let task = api
-        .create(&json!({"title": "é".repeat(200), "description": "😀".repeat(10_000)}))
-        .await;
+    let task = create(
+        api,
+        &json!({"title": "é".repeat(200), "description": "😀".repeat(10_000)}),
+    )
+    .await;
     assert_eq!(task["title"].as_str().expect("title").chars().count(), 200);
 }
 
 #[tokio::test]
 async fn idempotency_key_replays_the_first_response() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let body = json!({"title": "pay rent", "description": "once"}).to_string();
     let post = |key: &'static str, body: String| {
         api.request(Method::POST, "/v1/tasks")
@@ -482,7 +329,7 @@ async fn idempotency_key_replays_the_first_response() {
             .is_some_and(|c| c.starts_with("application/json")),
         "{second:?}"
     );
-    assert_eq!(task_count(&server).await, 1, "the retry created a task");
+    assert_eq!(app.task_count().await, 1, "the retry created a task");
 
     // A different key is a different request.
     let other = api
@@ -490,7 +337,7 @@ async fn idempotency_key_replays_the_first_response() {
         .await
         .expect_json(StatusCode::CREATED);
     assert_ne!(other["id"], task["id"]);
-    assert_eq!(task_count(&server).await, 2);
+    assert_eq!(app.task_count().await, 2);
 
     // The same key with another body is refused, and changes nothing.
     let reply = api
@@ -500,7 +347,7 @@ async fn idempotency_key_replays_the_first_response() {
         ))
         .await;
     reply.expect_problem(StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(task_count(&server).await, 2);
+    assert_eq!(app.task_count().await, 2);
     // ... while the original still replays.
     let third = api.send(post("key-1", body)).await;
     assert_eq!(third.status, StatusCode::CREATED);
@@ -509,8 +356,8 @@ async fn idempotency_key_replays_the_first_response() {
 
 #[tokio::test]
 async fn idempotency_key_in_flight_is_409() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let body = json!({"title": "slow"}).to_string();
     // The server's fingerprint: SHA-256 over the request line and the raw body.
     let fingerprint = Sha256::new()
@@ -518,11 +365,11 @@ async fn idempotency_key_in_flight_is_409() {
         .chain_update(body.as_bytes())
         .finalize()
         .to_vec();
-    let client = server.db.connect().await;
+    let client = app.db.connect().await;
     client
         .execute(
-            "INSERT INTO idempotency_keys (key, fingerprint) VALUES ($1, $2)",
-            &[&"busy-key", &fingerprint],
+            "INSERT INTO idempotency_answers (principal, key, fingerprint) VALUES ($1, $2, $3)",
+            &[&TEST_OWNER, &"busy-key", &fingerprint],
         )
         .await
         .expect("insert an in-flight key");
@@ -536,7 +383,7 @@ async fn idempotency_key_in_flight_is_409() {
         )
         .await;
     reply.expect_problem(StatusCode::CONFLICT);
-    assert_eq!(task_count(&server).await, 0);
+    assert_eq!(app.task_count().await, 0);
 
     // A different body under the in-flight key is a reused key, not a conflict.
     let reply = api
@@ -548,13 +395,13 @@ async fn idempotency_key_in_flight_is_409() {
         )
         .await;
     reply.expect_problem(StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(task_count(&server).await, 0);
+    assert_eq!(app.task_count().await, 0);
 }
 
 #[tokio::test]
 async fn concurrent_retries_with_one_idempotency_key_create_one_task() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let body = json!({"title": "exactly once"}).to_string();
     let replies = futures_util::future::join_all((0..8).map(|_| {
         api.send(
@@ -580,13 +427,13 @@ async fn concurrent_retries_with_one_idempotency_key_create_one_task() {
         created.iter().all(|t| t == &created[0]),
         "different tasks: {created:?}"
     );
-    assert_eq!(task_count(&server).await, 1);
+    assert_eq!(app.task_count().await, 1);
 }
 
 #[tokio::test]
 async fn invalid_idempotency_keys_are_400() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     for key in [String::new(), "k".repeat(256)] {
         let reply = api
             .send(
@@ -598,7 +445,7 @@ async fn invalid_idempotency_keys_are_400() {
             .await;
         reply.expect_problem(StatusCode::BAD_REQUEST);
     }
-    assert_eq!(task_count(&server).await, 0);
+    assert_eq!(app.task_count().await, 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -607,9 +454,9 @@ async fn invalid_idempotency_keys_are_400() {
 
 #[tokio::test]
 async fn get_returns_the_task_with_its_etag() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let created = api.create(&json!({"title": "read me"})).await;
+    let app = app().await;
+    let api = &app.api;
+    let created = create(api, &json!({"title": "read me"})).await;
     let path = format!("/v1/tasks/{}", created["id"].as_str().expect("id"));
 
     let reply = api.get(&path).await;
@@ -624,9 +471,9 @@ async fn get_returns_the_task_with_its_etag() {
 
 #[tokio::test]
 async fn get_with_matching_if_none_match_is_304() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let created = api.create(&json!({"title": "cache me"})).await;
+    let app = app().await;
+    let api = &app.api;
+    let created = create(api, &json!({"title": "cache me"})).await;
     let path = format!("/v1/tasks/{}", created["id"].as_str().expect("id"));
     let etag = api
         .get(&path)
@@ -656,8 +503,8 @@ async fn get_with_matching_if_none_match_is_304() {
 
 #[tokio::test]
 async fn get_unknown_id_is_404_and_malformed_id_is_400() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     api.get(&format!("/v1/tasks/{}", Uuid::now_v7()))
         .await
         .expect_problem(StatusCode::NOT_FOUND);
@@ -666,6 +513,8 @@ async fn get_unknown_id_is_404_and_malformed_id_is_400() {
         "123",
         "0190a0b4-0000-7000-8000-00000000000",
         "%20",
+        // Invalid UTF-8 in the path.
+        "%ff%fe",
     ] {
         api.get(&format!("/v1/tasks/{bad}"))
             .await
@@ -679,13 +528,13 @@ async fn get_unknown_id_is_404_and_malformed_id_is_400() {
 
 #[tokio::test]
 async fn list_is_newest_first_with_a_default_limit_of_20() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
 
     let empty = api.get("/v1/tasks").await.expect_json(StatusCode::OK);
     assert_eq!(empty, json!({"items": [], "next_cursor": null}));
 
-    let ids = newest_first(api.create_many(22, "task").await);
+    let ids = newest_first(create_many(api, 22, "task").await);
     let page = api.get("/v1/tasks").await.expect_json(StatusCode::OK);
     let mut keys: Vec<&String> = page.as_object().expect("object").keys().collect();
     keys.sort_unstable();
@@ -711,9 +560,9 @@ async fn list_is_newest_first_with_a_default_limit_of_20() {
 
 #[tokio::test]
 async fn list_limit_bounds() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let ids = newest_first(api.create_many(3, "t").await);
+    let app = app().await;
+    let api = &app.api;
+    let ids = newest_first(create_many(api, 3, "t").await);
 
     let one = api
         .get("/v1/tasks?limit=1")
@@ -735,18 +584,37 @@ async fn list_limit_bounds() {
     assert_eq!(ids_of(&three), ids);
     assert_eq!(three["next_cursor"], Value::Null);
 
-    for bad in ["0", "101", "-1", "abc", "", "1.5", "99999999999"] {
+    for bad in [
+        "0",
+        "101",
+        "-1",
+        "-9223372036854775808",
+        "4294967297",
+        "99999999999",
+        "99999999999999999999999999999999",
+        "abc",
+        "",
+        "1.5",
+        "1e3",
+        "%00",
+        "%C0%AF",
+    ] {
         let reply = api.get(&format!("/v1/tasks?limit={bad}")).await;
         let problem = reply.expect_problem(StatusCode::BAD_REQUEST);
         assert_eq!(error_fields(&problem), ["limit"], "limit={bad}: {problem}");
+    }
+    // A leading plus sign may reasonably be accepted or refused, never a 5xx.
+    let plus = api.get("/v1/tasks?limit=+5").await;
+    if plus.status != StatusCode::OK {
+        plus.expect_problem(StatusCode::BAD_REQUEST);
     }
 }
 
 #[tokio::test]
 async fn list_rejects_bad_cursors_and_statuses_with_400() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    api.create_many(2, "t").await;
+    let app = app().await;
+    let api = &app.api;
+    create_many(api, 2, "t").await;
     for bad in ["zz", "abc", "djE6", "not%20a%20cursor", "%00"] {
         let problem = api
             .get(&format!("/v1/tasks?cursor={bad}"))
@@ -758,7 +626,8 @@ async fn list_rejects_bad_cursors_and_statuses_with_400() {
             "cursor={bad}: {problem}"
         );
     }
-    for bad in ["blocked", "TODO", ""] {
+    // (`%ff%fe` is invalid UTF-8 in the query string.)
+    for bad in ["blocked", "TODO", "", "%ff%fe"] {
         let problem = api
             .get(&format!("/v1/tasks?status={bad}"))
             .await
@@ -773,15 +642,13 @@ async fn list_rejects_bad_cursors_and_statuses_with_400() {
 
 #[tokio::test]
 async fn list_filters_by_status() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let mut by_status: Vec<(&str, Vec<String>)> =
         vec![("todo", vec![]), ("in_progress", vec![]), ("done", vec![])];
     for i in 0..7 {
         let (status, ids) = &mut by_status[i % 3];
-        let task = api
-            .create(&json!({"title": format!("t{i}"), "status": status}))
-            .await;
+        let task = create(api, &json!({"title": format!("t{i}"), "status": status})).await;
         ids.push(task["id"].as_str().expect("id").to_owned());
     }
     for (status, ids) in by_status {
@@ -820,9 +687,9 @@ async fn list_filters_by_status() {
 
 #[tokio::test]
 async fn walking_all_pages_returns_every_task_once_newest_first() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let expected = newest_first(api.create_many(5, "walk").await);
+    let app = app().await;
+    let api = &app.api;
+    let expected = newest_first(create_many(api, 5, "walk").await);
 
     let mut walked = Vec::new();
     let mut sizes = Vec::new();
@@ -851,7 +718,7 @@ async fn walking_all_pages_returns_every_task_once_newest_first() {
         .await
         .expect_json(StatusCode::OK);
     let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
-    api.create(&json!({"title": "newcomer"})).await;
+    create(api, &json!({"title": "newcomer"})).await;
     let second = api
         .get(&format!("/v1/tasks?limit=2&cursor={cursor}"))
         .await
@@ -865,15 +732,17 @@ async fn walking_all_pages_returns_every_task_once_newest_first() {
 
 #[tokio::test]
 async fn patch_applies_a_json_merge_patch() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let created = api
-        .create(&json!({
+    let app = app().await;
+    let api = &app.api;
+    let created = create(
+        api,
+        &json!({
             "title": "draft",
             "description": "words",
             "due_at": "2031-05-06T07:08:09Z",
-        }))
-        .await;
+        }),
+    )
+    .await;
     let path = format!("/v1/tasks/{}", created["id"].as_str().expect("id"));
 
     let reply = api
@@ -932,9 +801,9 @@ async fn patch_applies_a_json_merge_patch() {
 
 #[tokio::test]
 async fn patch_honours_if_match() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let created = api.create(&json!({"title": "contended"})).await;
+    let app = app().await;
+    let api = &app.api;
+    let created = create(api, &json!({"title": "contended"})).await;
     let path = format!("/v1/tasks/{}", created["id"].as_str().expect("id"));
     let patch_if = |tag: &'static str, body: Value| {
         api.request(Method::PATCH, &path)
@@ -971,9 +840,9 @@ async fn patch_honours_if_match() {
 
 #[tokio::test]
 async fn patch_errors() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let created = api.create(&json!({"title": "target"})).await;
+    let app = app().await;
+    let api = &app.api;
+    let created = create(api, &json!({"title": "target"})).await;
     let path = format!("/v1/tasks/{}", created["id"].as_str().expect("id"));
 
     // 404 unknown, 400 malformed id.
@@ -1041,10 +910,10 @@ async fn patch_errors() {
 
 #[tokio::test]
 async fn delete_removes_the_task() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let created = api.create(&json!({"title": "doomed"})).await;
-    let keep = api.create(&json!({"title": "kept"})).await;
+    let app = app().await;
+    let api = &app.api;
+    let created = create(api, &json!({"title": "doomed"})).await;
+    let keep = create(api, &json!({"title": "kept"})).await;
     let path = format!("/v1/tasks/{}", created["id"].as_str().expect("id"));
 
     let reply = api.delete(&path).await;
@@ -1067,9 +936,9 @@ async fn delete_removes_the_task() {
 
 #[tokio::test]
 async fn delete_honours_if_match() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let created = api.create(&json!({"title": "guarded"})).await;
+    let app = app().await;
+    let api = &app.api;
+    let created = create(api, &json!({"title": "guarded"})).await;
     let path = format!("/v1/tasks/{}", created["id"].as_str().expect("id"));
     api.patch(&path, MERGE_PATCH_JSON, &json!({"status": "done"}))
         .await
@@ -1092,13 +961,17 @@ async fn delete_honours_if_match() {
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
     api.get(&path).await.expect_problem(StatusCode::NOT_FOUND);
 
-    // A precondition on a task that does not exist is still a 404.
+    // A precondition on a task that does not exist fails like one on a changed task
+    // (ADR 0009: nothing tells a caller whether an id is taken); without one, 404.
     api.send(
         api.request(Method::DELETE, &path)
             .header("if-match", "\"2\""),
     )
     .await
-    .expect_problem(StatusCode::NOT_FOUND);
+    .expect_problem(StatusCode::PRECONDITION_FAILED);
+    api.delete(&path)
+        .await
+        .expect_problem(StatusCode::NOT_FOUND);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1107,9 +980,9 @@ async fn delete_honours_if_match() {
 
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_echoes_the_clients() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let task = api.create(&json!({"title": "traced"})).await;
+    let app = app().await;
+    let api = &app.api;
+    let task = create(api, &json!({"title": "traced"})).await;
     let path = format!("/v1/tasks/{}", task["id"].as_str().expect("id"));
 
     let mut seen = Vec::new();
@@ -1162,8 +1035,8 @@ async fn every_response_carries_a_request_id_and_echoes_the_clients() {
 
 #[tokio::test]
 async fn unknown_routes_are_404_problems() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     for path in [
         "/",
         "/nowhere",
@@ -1183,8 +1056,8 @@ async fn unknown_routes_are_404_problems() {
 
 #[tokio::test]
 async fn wrong_methods_are_405_with_allow() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let item = format!("/v1/tasks/{}", Uuid::now_v7());
     let cases: Vec<(Method, &str, &[&str])> = vec![
         (Method::PUT, "/v1/tasks", &["GET", "POST"]),
@@ -1212,13 +1085,13 @@ async fn wrong_methods_are_405_with_allow() {
         expected.sort_unstable();
         assert_eq!(listed, expected, "{method} {path}");
     }
-    assert_eq!(task_count(&server).await, 0);
+    assert_eq!(app.task_count().await, 0);
 }
 
 #[tokio::test]
 async fn openapi_document_is_served() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let document = api.get("/openapi.json").await.expect_json(StatusCode::OK);
     let version = document["openapi"].as_str().expect("openapi version");
     assert!(version.starts_with("3.1"), "openapi {version}");
@@ -1242,8 +1115,8 @@ async fn openapi_document_is_served() {
 
 #[tokio::test]
 async fn unicode_and_sql_metacharacters_round_trip_exactly() {
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
+    let app = app().await;
+    let api = &app.api;
     let samples = [
         // RTL text with an embedded LTR run and directional marks.
         "مهمة: اشترِ الحليب \u{200F}(2 لتر)\u{200E} — עברית",
@@ -1253,8 +1126,23 @@ async fn unicode_and_sql_metacharacters_round_trip_exactly() {
         "Robert'); DROP TABLE tasks;-- \" ' ` \\ % _ $1 :name ?",
         // Combining characters, zero-width space, line and paragraph separators.
         "e\u{301}\u{200B}x\u{2028}y\u{2029}z\ttab",
+        // Explicit bidi controls.
+        "\u{202E}txt.exe\u{202C} bidi override",
+        // ZWJ family, flags.
+        "👩‍👩‍👧‍👦 family, 🇩🇪 flag, 🙂 smile",
+        // Normalization must not happen.
+        "e\u{301} combining vs é precomposed",
+        "Robert'); DELETE FROM tasks WHERE ('1'='1",
+        "100% _under_ \\backslash\\ $1 $$dollar$$ ::uuid",
+        "\"quoted\" <tag> &amp; {json} [array] \t tab",
+        "\u{feff}BOM, \u{200b}zero width, \u{fffd} replacement",
+        "𝕳𝖊𝖑𝖑𝖔 𝟙𝟚𝟛 astral plane",
     ];
-    let description = format!("{}\n{}", samples.join("\n"), "\\u0000 is not NUL");
+    let description = format!(
+        "{}\n{}\r\nthird line ☃",
+        samples.join("\n"),
+        "\\u0000 is not NUL"
+    );
     let mut ids = Vec::new();
     for title in samples {
         let reply = api
@@ -1276,7 +1164,7 @@ async fn unicode_and_sql_metacharacters_round_trip_exactly() {
         ids.push((id, title));
     }
     // Stored byte for byte.
-    let client = server.db.connect().await;
+    let client = app.db.connect().await;
     for (id, title) in &ids {
         let row = client
             .query_one(
@@ -1315,105 +1203,71 @@ async fn unicode_and_sql_metacharacters_round_trip_exactly() {
         .expect_json(StatusCode::OK);
     assert_eq!(patched["title"], samples[2]);
     assert_eq!(patched["description"], samples[1]);
+
+    // Metacharacters in query parameters and ids are inert: 400, and the table is intact.
+    for path in [
+        "/v1/tasks?status=todo'%20OR%20'1'='1",
+        "/v1/tasks?cursor=';--",
+        "/v1/tasks/1'%20OR%20'1'='1",
+    ] {
+        api.get(path).await.expect_problem(StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(
+        app.task_count().await,
+        i64::try_from(samples.len()).expect("count")
+    );
 }
 
 #[tokio::test]
 async fn text_postgresql_cannot_store_is_a_client_error_not_a_5xx() {
     // docs/architecture.md §4: no input, however malformed, yields a 5xx. U+0000 is valid JSON
-    // and a valid Rust string, but PostgreSQL `text` cannot hold it.
-    let server = Server::start(&[]).await;
-    let api = Api::new(&server);
-    let task = api.create(&json!({"title": "clean"})).await;
+    // and a valid Rust string, but PostgreSQL `text` cannot hold it: a 422 naming the field.
+    let app = app().await;
+    let api = &app.api;
+    let task = create(api, &json!({"title": "clean"})).await;
     let path = format!("/v1/tasks/{}", task["id"].as_str().expect("id"));
-    let mut server_errors = Vec::new();
-    for (name, request) in [
+    for (name, request, field) in [
         (
             "POST title",
             api.request(Method::POST, "/v1/tasks")
                 .header("content-type", "application/json")
                 .body(json!({"title": "nul\u{0}byte"}).to_string()),
+            "title",
         ),
         (
             "POST description",
             api.request(Method::POST, "/v1/tasks")
                 .header("content-type", "application/json")
                 .body(json!({"title": "t", "description": "nul\u{0}byte"}).to_string()),
+            "description",
         ),
         (
             "PATCH title",
             api.request(Method::PATCH, &path)
                 .header("content-type", MERGE_PATCH_JSON)
-                .body(json!({"title": "nul\u{0}byte"}).to_string()),
+                .body(json!({"title": "nul \u{0} inside"}).to_string()),
+            "title",
         ),
         (
             "PATCH description",
             api.request(Method::PATCH, &path)
                 .header("content-type", MERGE_PATCH_JSON)
                 .body(json!({"description": "nul\u{0}byte"}).to_string()),
+            "description",
         ),
     ] {
-        let reply = api.send(request).await;
-        if reply.status.is_server_error() {
-            server_errors.push(format!("{name}: {}", reply.status));
-        } else if reply.status.is_client_error() {
-            reply.expect_problem(reply.status);
-        }
+        let problem = api
+            .send(request)
+            .await
+            .expect_problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_fields(&problem), [field], "{name}: {problem}");
     }
-    let failures: Vec<String> = server
-        .log()
-        .lines()
-        .filter(|l| l.contains("request failed"))
-        .map(str::to_owned)
-        .collect();
-    assert!(
-        server_errors.is_empty(),
-        "5xx for client input (U+0000 in a string): {server_errors:?}\nserver log:\n{}",
-        failures.join("\n")
-    );
+    assert_eq!(app.task_count().await, 1);
 }
 
-#[tokio::test]
-async fn database_outage_answers_503_quickly() {
-    // A port nobody listens on.
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("address").port().to_string()
-    };
-    let server = Server::start_without_waiting(&[
-        ("TASKS_DATABASE__HOST", "127.0.0.1"),
-        ("TASKS_DATABASE__PORT", closed_port.as_str()),
-        ("TASKS_DATABASE__POOL_TIMEOUT_MS", "500"),
-        ("TASKS_DATABASE__CONNECT_TIMEOUT_MS", "500"),
-    ])
-    .await;
-    let api = Api::new(&server);
-    let admin = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("HTTP client");
-
-    // Liveness does not depend on the database.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let live = admin.get(format!("{}/livez", server.admin)).send().await;
-        if live.as_ref().is_ok_and(|r| r.status() == StatusCode::OK) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/livez never answered 200: {live:?}\nlog:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ready = admin
-        .get(format!("{}/readyz", server.admin))
-        .send()
-        .await
-        .expect("/readyz");
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-
-    let id = Uuid::now_v7();
+/// Every kind of request answers a 503 problem with a numeric `Retry-After` within
+/// `budget` (`task` may or may not exist).
+async fn assert_fast_503s(api: &HttpClient, task: &str, budget: Duration) {
     let requests = vec![
         (
             "POST",
@@ -1430,25 +1284,28 @@ async fn database_outage_answers_503_quickly() {
         ),
         (
             "GET one",
-            api.request(Method::GET, &format!("/v1/tasks/{id}")),
+            api.request(Method::GET, &format!("/v1/tasks/{task}")),
         ),
         ("GET list", api.request(Method::GET, "/v1/tasks")),
         (
             "PATCH",
-            api.request(Method::PATCH, &format!("/v1/tasks/{id}"))
+            api.request(Method::PATCH, &format!("/v1/tasks/{task}"))
                 .header("content-type", MERGE_PATCH_JSON)
                 .body(json!({"status": "done"}).to_string()),
         ),
         (
             "DELETE",
-            api.request(Method::DELETE, &format!("/v1/tasks/{id}")),
+            api.request(Method::DELETE, &format!("/v1/tasks/{task}")),
         ),
     ];
     for (name, request) in requests {
         let started = Instant::now();
         let reply = api.send(request).await;
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(3), "{name} took {took:?}");
+        assert!(
+            took < budget,
+            "{name}: 503 took {took:?} (budget {budget:?})"
+        );
         reply.expect_problem(StatusCode::SERVICE_UNAVAILABLE);
         let retry_after = reply
             .header("retry-after")
@@ -1458,45 +1315,128 @@ async fn database_outage_answers_503_quickly() {
             "{name}: Retry-After {retry_after:?}"
         );
     }
+}
 
-    // Still alive afterwards.
-    let live = admin
-        .get(format!("{}/livez", server.admin))
-        .send()
+#[tokio::test]
+async fn database_outage_answers_503_quickly_and_recovers_without_restart() {
+    // A PostgreSQL of its own, stopped and started by this test.
+    let postgres = tokio::task::spawn_blocking(tasks_test_support::private_server)
         .await
-        .expect("/livez");
-    assert_eq!(live.status(), StatusCode::OK);
+        .expect("start a private PostgreSQL");
+    let db = postgres.fresh_database().await;
+    let postgres = tokio::task::spawn_blocking(move || {
+        postgres.stop();
+        postgres
+    })
+    .await
+    .expect("stop PostgreSQL");
+    // Pool wait and connect timeout bound every answer during an outage.
+    let budget = Duration::from_millis(1000 + 1000);
+    let app = start_app(&db, |s| {
+        s.database.common.pool_timeout_ms = 1000;
+        s.database.common.connect_timeout_ms = 1000;
+    })
+    .await;
+    let (api, admin) = (&app.api, &app.admin);
+
+    // Unreachable from the start: live, not ready, every request a fast 503.
+    admin
+        .wait_for_status("/livez", StatusCode::OK, Duration::from_secs(30))
+        .await;
+    admin
+        .get("/readyz")
+        .await
+        .expect_status(StatusCode::SERVICE_UNAVAILABLE);
+    assert_fast_503s(api, &Uuid::now_v7().to_string(), budget).await;
+
+    // The database arrives: migrations run, the service becomes ready.
+    let postgres = tokio::task::spawn_blocking(move || {
+        postgres.start();
+        postgres
+    })
+    .await
+    .expect("start PostgreSQL");
+    admin
+        .wait_for_status("/readyz", StatusCode::OK, Duration::from_secs(30))
+        .await;
+    let created = create(api, &json!({"title": "survives the outage"})).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    // Lost while serving: fast 503s again; liveness holds (no restarts for a database
+    // outage), readiness fails.
+    let postgres = tokio::task::spawn_blocking(move || {
+        postgres.stop();
+        postgres
+    })
+    .await
+    .expect("stop PostgreSQL");
+    assert_fast_503s(api, &id, budget).await;
+    admin
+        .wait_for_status(
+            "/readyz",
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(10),
+        )
+        .await;
+    admin.get("/livez").await.expect_status(StatusCode::OK);
+
+    // Back again: the same service recovers without a restart.
+    let _postgres = tokio::task::spawn_blocking(move || {
+        postgres.start();
+        postgres
+    })
+    .await
+    .expect("start PostgreSQL");
+    let path = format!("/v1/tasks/{id}");
+    let task = eventually_some(
+        "the task to be readable again",
+        Duration::from_secs(20),
+        || async {
+            let reply = api.get(&path).await;
+            (reply.status == StatusCode::OK).then(|| reply.json())
+        },
+    )
+    .await;
+    assert_eq!(task["title"], "survives the outage");
+    admin
+        .wait_for_status("/readyz", StatusCode::OK, Duration::from_secs(10))
+        .await;
+    create(api, &json!({"title": "after the outage"})).await;
+    assert!(app.is_running(), "the service stopped during the outage");
 }
 
 /// Runs `tasks-server round-trip BASE_URL` (the Helm test's command) to completion.
-async fn round_trip_command(base_url: String) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(support::BIN)
-            .args(["round-trip", &base_url, "--timeout-secs", "5"])
-            .output()
-            .expect("run tasks-server round-trip")
-    })
-    .await
-    .expect("join")
+/// Runs `tasks-server round-trip BASE_URL --token-file FILE` (the Helm test's command)
+/// with the app's token to completion.
+fn round_trip_command(app: &TestApp, base_url: &str) -> RunOutput {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", app.token)).expect("write the token file");
+    ServiceCommand::new(BIN, "TASKS")
+        .args([
+            "round-trip",
+            base_url,
+            "--timeout-secs",
+            "5",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .output()
 }
 
 #[tokio::test]
 async fn round_trip_command_creates_reads_back_and_deletes_a_task() {
-    let server = Server::start(&[]).await;
-    let before = task_count(&server).await;
-    let out = round_trip_command(server.api.clone()).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let app = app().await;
+    let before = app.task_count().await;
+    let out = round_trip_command(&app, app.api.base());
+    assert!(out.success(), "{}", out.report());
     assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("created, read back and deleted"),
-        "{stdout}"
+        out.stdout.contains("created, read back and deleted"),
+        "{}",
+        out.report()
     );
     assert_eq!(
-        task_count(&server).await,
+        app.task_count().await,
         before,
         "the round trip leaves nothing behind"
     );
@@ -1504,13 +1444,13 @@ async fn round_trip_command_creates_reads_back_and_deletes_a_task() {
 
 #[tokio::test]
 async fn round_trip_command_fails_naming_the_step_that_went_wrong() {
-    let server = Server::start(&[]).await;
+    let app = app().await;
     // The admin listener has no task routes: the first step answers 404.
-    let out = round_trip_command(server.admin.clone()).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let out = round_trip_command(&app, app.admin.base());
+    assert!(!out.success(), "{}", out.report());
     assert!(
-        stderr.contains("POST /v1/tasks answered 404, not 201"),
-        "{stderr}"
+        out.stderr.contains("POST /v1/tasks answered 404, not 201"),
+        "{}",
+        out.report()
     );
 }

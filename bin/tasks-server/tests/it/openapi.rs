@@ -1,17 +1,14 @@
 //! The committed OpenAPI document is the one the code generates.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+use tasks_test_support::process::ServiceCommand;
 
-use std::process::Command;
+use crate::support::BIN;
 
 #[test]
 fn committed_document_matches_the_code() {
-    let output = Command::new(env!("CARGO_BIN_EXE_tasks-server"))
-        .arg("openapi")
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let generated: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let output = ServiceCommand::new(BIN, "TASKS").arg("openapi").output();
+    assert!(output.success(), "{}", output.report());
+    let generated: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
     let committed: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

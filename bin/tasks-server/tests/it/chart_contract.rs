@@ -6,23 +6,28 @@
 //! feature on. Every claim about the binary is asked of the binary itself: `check-config`
 //! for configuration keys, defaults and effective values, and a running server for the
 //! health routes. Nothing here needs a cluster or a database.
+//!
+//! What a pod gives the app container (variables, secret files) is computed by
+//! `rehearsal/pod_environment.py`, the same code the lifecycle rehearsal runs, so the two
+//! cannot disagree about it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use tasks_test_support::http::StatusCode;
+use tasks_test_support::process::{RunOutput, ServiceCommand, ServiceProcess, closed_port};
 
-/// The binary under test.
-const BIN: &str = env!("CARGO_BIN_EXE_tasks-server");
+use crate::support::{BIN, test_token};
+
 /// The binary's source of `DEFAULT_SECRETS_DIR` (it is not printed by `check-config`).
-const SETTINGS_RS: &str = include_str!("../src/settings.rs");
+const SETTINGS_RS: &str = include_str!("../../src/settings.rs");
 
 /// The health routes of `tasks-health`, as the chart must use them.
 const LIVEZ: &str = "/livez";
@@ -79,6 +84,81 @@ struct Render {
     /// Which values (and `--set`s) produced it, for messages.
     label: String,
     docs: Vec<Value>,
+    /// What the Deployment's pod gives the app container, computed once.
+    environment: OnceLock<PodEnvironment>,
+}
+
+/// The answer of `rehearsal/pod_environment.py` (the fields used here).
+#[derive(Debug, Deserialize)]
+struct PodEnvironment {
+    /// Every variable, as the container sees it.
+    env: BTreeMap<String, String>,
+    /// Where each variable's value came from (`value`, `envFrom configMap NAME`, …).
+    sources: BTreeMap<String, String>,
+    env_from: Vec<EnvFrom>,
+    /// References to ConfigMaps, Secrets or keys that are not rendered.
+    env_problems: Vec<String>,
+    mounts: Vec<Mount>,
+    /// Container path → the file the volume puts there.
+    files: BTreeMap<String, MountedFile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvFrom {
+    kind: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Mount {
+    path: String,
+    volume: String,
+    kind: Option<String>,
+    sub_path: Option<String>,
+    problems: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MountedFile {
+    /// `secret NAME` or `configMap NAME`.
+    source: String,
+    /// The content, when the chart renders it (not for an existing Secret).
+    data: Option<String>,
+}
+
+/// Runs `rehearsal/pod_environment.py` on `docs` for the app container of the Deployment.
+fn pod_environment(label: &str, docs: &[Value]) -> PodEnvironment {
+    let script = repo_root().join("rehearsal/pod_environment.py");
+    let request = json!({
+        "docs": docs,
+        "kind": "Deployment",
+        "container": APP_CONTAINER,
+    });
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
+    // The script reads all of its input before it answers: no deadlock.
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(request.to_string().as_bytes())
+        .expect("write the rendered manifests");
+    let out = child
+        .wait_with_output()
+        .expect("wait for pod_environment.py");
+    assert!(
+        out.status.success(),
+        "{label}: pod_environment.py failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{label}: pod_environment.py answered no environment: {e}"))
 }
 
 /// What a release passes on top of the production overlay, which deploys by digest only
@@ -133,7 +213,11 @@ fn render(label: &str, values: &str, sets: &[&str]) -> Render {
         }
     }
     assert!(!docs.is_empty(), "{label}: helm rendered nothing");
-    Render { label, docs }
+    Render {
+        label,
+        docs,
+        environment: OnceLock::new(),
+    }
 }
 
 /// Every case rendered once, shared by the tests.
@@ -235,46 +319,61 @@ impl Render {
             .to_owned()
     }
 
+    /// What the Deployment's pod gives the app container.
+    fn environment(&self) -> &PodEnvironment {
+        self.environment
+            .get_or_init(|| pod_environment(&self.label, &self.docs))
+    }
+
     /// The environment the app container gets: ConfigMaps from `envFrom`, then `env`.
+    /// Secrets must be files and `TASKS_` values literal: anything else fails the test.
     fn container_env(&self) -> BTreeMap<String, String> {
-        let container = self.app_container();
-        let mut env = BTreeMap::new();
-        for from in arr(container, "/envFrom") {
-            let Some(name) = str_at(from, "/configMapRef/name") else {
-                panic!(
-                    "{}: envFrom entry {from} is not a ConfigMap (secrets must be mounted as files)",
-                    self.label
-                )
-            };
-            let map = self.named("ConfigMap", name).unwrap_or_else(|| {
-                panic!(
-                    "{}: envFrom names ConfigMap {name}, which is not rendered",
-                    self.label
-                )
-            });
-            let prefix = str_at(from, "/prefix").unwrap_or("");
-            if let Some(data) = map.get("data").and_then(Value::as_object) {
-                for (key, value) in data {
-                    env.insert(format!("{prefix}{key}"), scalar(value));
-                }
-            }
+        let given = self.environment();
+        assert!(
+            given.env_problems.is_empty(),
+            "{}: {}",
+            self.label,
+            given.env_problems.join("; ")
+        );
+        for from in &given.env_from {
+            assert!(
+                from.kind == "configMap",
+                "{}: envFrom names {} {}, which is not a ConfigMap (secrets must be mounted as files)",
+                self.label,
+                from.kind,
+                from.name
+            );
         }
-        for var in arr(container, "/env") {
-            let name = str_at(var, "/name")
-                .expect("env entry has a name")
-                .to_owned();
-            match var.get("value") {
-                Some(value) => {
-                    env.insert(name, scalar(value));
-                }
-                None if name.starts_with("TASKS_") => panic!(
-                    "{}: {name} uses valueFrom; the contract needs literal TASKS_ values, and secrets belong in files",
-                    self.label
-                ),
-                None => {}
-            }
+        for (name, source) in &given.sources {
+            assert!(
+                !name.starts_with("TASKS_")
+                    || source == "value"
+                    || source.starts_with("envFrom configMap "),
+                "{}: {name} comes from {source}; the contract needs literal TASKS_ values, and secrets belong in files",
+                self.label
+            );
         }
-        env
+        given.env.clone()
+    }
+
+    /// Stand-ins for the files mounted into the app container, by container path: the
+    /// rendered content, else a test CA for a certificate (`*.crt`, `*.pem`: the binary
+    /// parses it), else a placeholder.
+    fn mounted_files(&self) -> BTreeMap<String, String> {
+        self.environment()
+            .files
+            .iter()
+            .map(|(path, file)| {
+                let content = file.data.clone().unwrap_or_else(|| {
+                    if path.ends_with(".crt") || path.ends_with(".pem") {
+                        test_ca_pem().to_owned()
+                    } else {
+                        "placeholder\n".to_owned()
+                    }
+                });
+                (path.clone(), content)
+            })
+            .collect()
     }
 
     /// Only the `TASKS_*` part of [`Render::container_env`].
@@ -360,27 +459,22 @@ fn assert_no_problems(what: &str, problems: &[String]) {
 /// One run of `tasks-server check-config`.
 #[derive(Debug)]
 struct CheckConfig {
-    output: Output,
+    output: RunOutput,
     /// key → (value, origin) from the printed effective configuration.
     effective: BTreeMap<String, (Value, String)>,
 }
 
 impl CheckConfig {
     fn success(&self) -> bool {
-        self.output.status.success()
+        self.output.success()
     }
 
     fn report(&self) -> String {
-        format!(
-            "exit {}; stdout:\n{}\nstderr:\n{}",
-            self.output.status,
-            String::from_utf8_lossy(&self.output.stdout),
-            String::from_utf8_lossy(&self.output.stderr)
-        )
+        self.output.report()
     }
 
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    fn stderr(&self) -> &str {
+        &self.output.stderr
     }
 
     fn u64(&self, key: &str) -> u64 {
@@ -395,23 +489,87 @@ impl CheckConfig {
     }
 }
 
-/// Runs `check-config` with exactly `vars` (no inherited environment) and a secrets
-/// directory holding one dummy file per name in `secret_files`.
-fn check_config(vars: &BTreeMap<String, String>, secret_files: &[String]) -> CheckConfig {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for name in secret_files {
-        std::fs::write(dir.path().join(name), "dummy-secret-value\n").expect("write a secret file");
+/// What a secret file named `name` holds for these tests: a valid API-token line for
+/// `auth.api_tokens`, a placeholder for the rest.
+fn dummy_secret(name: &str) -> String {
+    if name == "auth.api_tokens" {
+        format!("{}\n", test_token().line())
+    } else {
+        "dummy-secret-value\n".to_owned()
     }
-    let output = Command::new(BIN)
+}
+
+/// A self-signed CA certificate (PEM) made by `openssl` once per test run: the stand-in
+/// for a CA bundle the chart mounts from a Secret it does not render.
+fn test_ca_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out = Command::new("openssl")
+            .current_dir(dir.path())
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=chart contract test CA",
+            ])
+            .output()
+            .expect("run openssl (Debian: apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(dir.path().join("ca.crt")).expect("read the test CA")
+    })
+}
+
+/// The binary as the container would run it: exactly `vars` (no inherited environment),
+/// a secrets directory holding one dummy file per name in `secret_files`, and a variable
+/// naming a mounted file (a key of `files`, container path → content) pointed at a copy.
+fn container_command(
+    vars: &BTreeMap<String, String>,
+    secret_files: &[String],
+    files: &BTreeMap<String, String>,
+) -> ServiceCommand {
+    let mut command = ServiceCommand::new(BIN, "TASKS").clear_env();
+    for (var, value) in vars {
+        if var == "TASKS_SECRETS_DIR" {
+            continue;
+        }
+        command = match files.get(value) {
+            Some(content) => command.env_file(var, content),
+            None => command.env(var, value),
+        };
+    }
+    for name in secret_files {
+        command = command.secret_file(name, dummy_secret(name));
+    }
+    command
+}
+
+/// Runs `check-config` in the environment of [`container_command`].
+fn check_config(
+    vars: &BTreeMap<String, String>,
+    secret_files: &[String],
+    files: &BTreeMap<String, String>,
+) -> CheckConfig {
+    let output = container_command(vars, secret_files, files)
         .arg("check-config")
-        .env_clear()
-        .envs(vars)
-        .env("TASKS_SECRETS_DIR", dir.path())
-        .output()
-        .expect("run tasks-server check-config");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .output();
     let mut effective = BTreeMap::new();
-    for line in stdout.lines().filter(|l| !l.starts_with('#')) {
+    for line in output.stdout.lines().filter(|l| !l.starts_with('#')) {
         let Some((key, rest)) = line.split_once(" = ") else {
             continue;
         };
@@ -428,7 +586,7 @@ fn check_config(vars: &BTreeMap<String, String>, secret_files: &[String]) -> Che
 /// Panics when the binary rejects them (that is a contract failure of its own).
 fn effective_config(render: &Render) -> CheckConfig {
     let secrets = secret_files(render).unwrap_or_default();
-    let run = check_config(&render.tasks_env(), &secrets);
+    let run = check_config(&render.tasks_env(), &secrets, &render.mounted_files());
     assert!(
         run.success(),
         "{}: tasks-server check-config rejects the chart's configuration: {}",
@@ -469,12 +627,12 @@ fn secrets_dir(render: &Render) -> String {
 fn secret_files(render: &Render) -> Result<Vec<String>, String> {
     let label = &render.label;
     let dir = secrets_dir(render);
-    let mounts: Vec<&Value> = arr(render.app_container(), "/volumeMounts")
+    let dir = dir.trim_end_matches('/');
+    let given = render.environment();
+    let mounts: Vec<&Mount> = given
+        .mounts
         .iter()
-        .filter(|m| {
-            str_at(m, "/mountPath").map(|p| p.trim_end_matches('/'))
-                == Some(dir.trim_end_matches('/'))
-        })
+        .filter(|m| m.path.trim_end_matches('/') == dir)
         .collect();
     let [mount] = mounts.as_slice() else {
         return Err(format!(
@@ -482,192 +640,74 @@ fn secret_files(render: &Render) -> Result<Vec<String>, String> {
             mounts.len()
         ));
     };
-    if mount.get("subPath").is_some() {
+    if mount.sub_path.is_some() {
         return Err(format!(
             "{label}: the secrets mount uses subPath (files would never follow a rotated Secret)"
         ));
     }
-    let volume_name = str_at(mount, "/name").unwrap_or_default();
-    let volume = arr(render.pod_spec(), "/volumes")
-        .iter()
-        .find(|v| str_at(v, "/name") == Some(volume_name))
-        .ok_or_else(|| {
-            format!(
-                "{label}: the secrets mount names volume {volume_name}, which the pod does not have"
-            )
-        })?;
-    let secrets: Vec<&Value> = if let Some(secret) = volume.get("secret") {
-        vec![secret]
-    } else if volume.get("projected").is_some() {
-        arr(volume, "/projected/sources")
-            .iter()
-            .filter_map(|s| s.get("secret"))
-            .collect()
-    } else {
-        return Err(format!(
-            "{label}: volume {volume_name} at the secrets dir is not a Secret volume: {volume}"
-        ));
-    };
-    let mut names = Vec::new();
-    for secret in secrets {
-        let secret_name = str_at(secret, "/secretName")
-            .or_else(|| str_at(secret, "/name"))
-            .unwrap_or_default();
-        let rendered = render.named("Secret", secret_name);
-        let items = arr(secret, "/items");
-        if items.is_empty() {
-            // Every key of the Secret becomes a file; only knowable when it is rendered here.
-            let secret = rendered.ok_or_else(|| {
-                format!("{label}: Secret {secret_name} is not rendered and its volume lists no items: file names unknown")
-            })?;
-            names.extend(obj_strings(secret.get("data")).into_keys());
-            names.extend(obj_strings(secret.get("stringData")).into_keys());
-        } else {
-            for item in items {
-                let key = str_at(item, "/key").unwrap_or_default();
-                if let Some(secret) = rendered {
-                    let has = |field: &str| secret.get(field).and_then(|d| d.get(key)).is_some();
-                    if !has("data") && !has("stringData") {
-                        return Err(format!(
-                            "{label}: volume item key {key} is not in the rendered Secret {secret_name}"
-                        ));
-                    }
-                }
-                names.push(str_at(item, "/path").unwrap_or(key).to_owned());
-            }
-        }
+    if !mount.problems.is_empty() {
+        return Err(format!("{label}: {}", mount.problems.join("; ")));
     }
-    Ok(names)
+    if !matches!(mount.kind.as_deref(), Some("secret" | "projected")) {
+        return Err(format!(
+            "{label}: volume {} at the secrets dir is not a Secret volume ({:?})",
+            mount.volume, mount.kind
+        ));
+    }
+    Ok(given
+        .files
+        .iter()
+        .filter(|(_, file)| file.source.starts_with("secret "))
+        .filter_map(|(path, _)| path.strip_prefix(dir)?.strip_prefix('/'))
+        .filter(|name| !name.contains('/'))
+        .map(str::to_owned)
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------
 // A running server
 // ---------------------------------------------------------------------------------------
 
-/// A `tasks-server serve` process, killed on drop.
-#[derive(Debug)]
-struct Server {
-    child: Child,
-    admin_port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// `tasks-server serve` with the chart's `TASKS_*` configuration and secret files (dummy
+/// values) from `render`, moved to free loopback ports and a database on a closed port.
+fn start_server(render: &Render) -> ServiceProcess {
+    let moved = [
+        "TASKS_HTTP__HOST",
+        "TASKS_HTTP__PORT",
+        "TASKS_ADMIN__HOST",
+        "TASKS_ADMIN__PORT",
+    ];
+    let mut env = render.tasks_env();
+    env.retain(|k, _| !moved.contains(&k.as_str()));
+    for (var, value) in [
+        ("TASKS_HTTP__WORKERS", "1".to_owned()),
+        ("TASKS_DATABASE__HOST", "127.0.0.1".to_owned()),
+        ("TASKS_DATABASE__PORT", closed_port().to_string()),
+        ("TASKS_DATABASE__SSLMODE", "disable".to_owned()),
+        ("TASKS_SHUTDOWN__DRAIN_DELAY_SECS", "0".to_owned()),
+    ] {
+        env.insert(var.to_owned(), value);
+    }
+    container_command(
+        &env,
+        &secret_files(render).unwrap_or_default(),
+        &render.mounted_files(),
+    )
+    .arg("serve")
+    .spawn()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `N` distinct loopback ports nobody listens on (all held until chosen, then released).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
-}
-
-impl Server {
-    /// Starts the binary with the chart's `TASKS_*` configuration from `render`, moved to
-    /// free loopback ports, a database on a closed port and an empty secrets directory.
-    fn start(render: &Render) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let secrets = dir.path().join("secrets");
-        std::fs::create_dir(&secrets).expect("secrets dir");
-        let log = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let [http_port, admin_port, closed_port] = free_ports();
-        let mut env = render.tasks_env();
-        for (var, value) in [
-            ("TASKS_HTTP__HOST", "127.0.0.1".to_owned()),
-            ("TASKS_ADMIN__HOST", "127.0.0.1".to_owned()),
-            ("TASKS_HTTP__PORT", http_port.to_string()),
-            ("TASKS_ADMIN__PORT", admin_port.to_string()),
-            ("TASKS_HTTP__WORKERS", "1".to_owned()),
-            ("TASKS_DATABASE__HOST", "127.0.0.1".to_owned()),
-            ("TASKS_DATABASE__PORT", closed_port.to_string()),
-            ("TASKS_DATABASE__SSLMODE", "disable".to_owned()),
-            ("TASKS_SHUTDOWN__DRAIN_DELAY_SECS", "0".to_owned()),
-        ] {
-            env.insert(var.to_owned(), value);
-        }
-        let child = Command::new(BIN)
-            .arg("serve")
-            .env_clear()
-            .envs(&env)
-            .env("TASKS_SECRETS_DIR", &secrets)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start tasks-server serve");
-        Self {
-            child,
-            admin_port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Status of `GET path` on the admin listener.
-    fn admin_get(&self, path: &str) -> std::io::Result<u16> {
-        http_get(self.admin_port, path)
-    }
-
-    /// Polls `path` until it answers `want` (or the time runs out), returning the last
-    /// status seen.
-    fn wait_for(&mut self, path: &str, want: u16, within: Duration) -> Result<u16, String> {
-        let deadline = Instant::now() + within;
-        let mut last = String::from("no answer");
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "tasks-server exited ({status}) before answering; log:\n{}",
-                    self.log()
-                ));
-            }
-            match self.admin_get(path) {
-                Ok(status) if status == want => return Ok(status),
-                Ok(status) => last = format!("status {status}"),
-                Err(e) => last = e.to_string(),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!(
-            "GET {path} on the admin port never answered {want} (last: {last}); log:\n{}",
-            self.log()
-        ))
-    }
-}
-
-/// A minimal HTTP/1.1 GET on loopback; returns the status code.
-fn http_get(port: u16, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))
+/// The status of `GET path` on the admin listener.
+async fn admin_status(server: &ServiceProcess, path: &str) -> StatusCode {
+    server.admin().get(path).await.status
 }
 
 // ---------------------------------------------------------------------------------------
 // The contract
 // ---------------------------------------------------------------------------------------
 
-#[test]
-fn probes_use_the_admin_port_and_the_binarys_health_routes() {
+#[tokio::test]
+async fn probes_use_the_admin_port_and_the_binarys_health_routes() {
     let mut problems = Vec::new();
     let mut chart_paths = BTreeSet::new();
     for render in renders() {
@@ -713,25 +753,28 @@ fn probes_use_the_admin_port_and_the_binarys_health_routes() {
 
     // The routes are real: the binary, started with the local overlay's configuration and
     // no database, answers /livez 200 and /readyz 503 (not ready), and 404 elsewhere.
-    let mut server = Server::start(local_render());
+    let mut server = start_server(local_render());
     server
-        .wait_for(LIVEZ, 200, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .wait_for_admin(LIVEZ, StatusCode::OK, Duration::from_secs(30))
+        .await;
     server
-        .wait_for(READYZ, 503, Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let missing = server
-        .admin_get("/no-such-route-for-contract-tests")
-        .expect("GET an unknown route");
+        .wait_for_admin(
+            READYZ,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(15),
+        )
+        .await;
+    let missing = admin_status(&server, "/no-such-route-for-contract-tests").await;
     assert_eq!(
-        missing, 404,
+        missing,
+        StatusCode::NOT_FOUND,
         "an unknown admin route must answer 404, or the checks above prove nothing"
     );
     for path in &chart_paths {
-        let status = server.admin_get(path).expect("GET a probe path");
+        let status = admin_status(&server, path).await;
         assert_ne!(
             status,
-            404,
+            StatusCode::NOT_FOUND,
             "the chart probes {path}, which the binary does not serve; log:\n{}",
             server.log()
         );
@@ -751,7 +794,7 @@ fn every_tasks_variable_the_chart_sets_is_a_config_key() {
             continue;
         }
         let secrets = secret_files(render).unwrap_or_default();
-        let run = check_config(&env, &secrets);
+        let run = check_config(&env, &secrets, &render.mounted_files());
         if !run.success() {
             problems.push(format!(
                 "{label}: check-config rejects the chart's TASKS_ variables: {}",
@@ -776,7 +819,11 @@ fn every_tasks_variable_the_chart_sets_is_a_config_key() {
     let render = local_render();
     let mut env = render.tasks_env();
     env.insert("TASKS_HTTP__PROT".to_owned(), "8080".to_owned());
-    let run = check_config(&env, &secret_files(render).unwrap_or_default());
+    let run = check_config(
+        &env,
+        &secret_files(render).unwrap_or_default(),
+        &render.mounted_files(),
+    );
     assert!(
         !run.success(),
         "check-config accepted the misspelt TASKS_HTTP__PROT: {}",
@@ -814,7 +861,7 @@ fn secret_files_are_config_keys_mounted_at_the_secrets_dir() {
             ));
         }
         // Ask the binary: each file name is a key, and the value comes from that file.
-        let run = check_config(&BTreeMap::new(), &names);
+        let run = check_config(&BTreeMap::new(), &names, &BTreeMap::new());
         if !run.success() {
             problems.push(format!(
                 "{label}: check-config rejects the secret files {names:?}: {}",
@@ -834,7 +881,11 @@ fn secret_files_are_config_keys_mounted_at_the_secrets_dir() {
     assert_no_problems("secret files", &problems);
 
     // The check can fail: a misspelt secret file name is rejected.
-    let run = check_config(&BTreeMap::new(), &["database.pasword".to_owned()]);
+    let run = check_config(
+        &BTreeMap::new(),
+        &["database.pasword".to_owned()],
+        &BTreeMap::new(),
+    );
     assert!(
         !run.success(),
         "check-config accepted a secret file named database.pasword: {}",
@@ -1280,8 +1331,8 @@ fn api_port_is_a_container_port_the_service_and_routes_target() {
     assert_no_problems("API port", &problems);
 }
 
-#[test]
-fn service_monitor_scrapes_a_route_the_binary_serves() {
+#[tokio::test]
+async fn service_monitor_scrapes_a_route_the_binary_serves() {
     let mut scraped: BTreeSet<String> = BTreeSet::new();
     let mut problems = Vec::new();
     for render in renders() {
@@ -1325,14 +1376,13 @@ fn service_monitor_scrapes_a_route_the_binary_serves() {
         "no values file renders a ServiceMonitor, so this test proves nothing"
     );
 
-    let mut server = Server::start(local_render());
+    let mut server = start_server(local_render());
     server
-        .wait_for(LIVEZ, 200, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .wait_for_admin(LIVEZ, StatusCode::OK, Duration::from_secs(30))
+        .await;
     let mut missing = String::new();
     for path in &scraped {
-        let status = server.admin_get(path).expect("GET the scrape path");
-        if status == 404 {
+        if admin_status(&server, path).await == StatusCode::NOT_FOUND {
             let _ = write!(missing, " {path}");
         }
     }
@@ -1386,11 +1436,10 @@ fn helm_test_runs_binary_subcommands_against_the_services_ports() {
                     continue;
                 };
                 commands.push(*subcommand);
-                let help = Command::new(BIN)
-                    .args([subcommand, "--help"])
-                    .output()
-                    .expect("run tasks-server --help");
-                if !help.status.success() {
+                let help = ServiceCommand::new(BIN, "TASKS")
+                    .args([*subcommand, "--help"])
+                    .output();
+                if !help.success() {
                     problems.push(format!("{at}: the binary has no subcommand {subcommand}"));
                 }
                 // http://SERVICE:PORT[/path] must reach a rendered Service port whose target

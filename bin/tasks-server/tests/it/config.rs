@@ -1,39 +1,34 @@
 //! Configuration through the real binary: every source honoured, every problem named,
 //! secrets never printed.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+use tasks_test_support::process::{RunOutput, ServiceCommand, closed_port};
 
-use std::process::{Command, Output};
+use crate::support::{BIN, test_token};
 
 const SECRET: &str = "S3cr3t-Value";
 
-fn check_config(env: &[(&str, &str)]) -> Output {
-    let empty = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tasks-server"));
-    cmd.arg("check-config");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("TASKS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("TASKS_SECRETS_DIR", empty.path());
-    cmd.envs(env.iter().copied());
-    cmd.output().unwrap()
+/// The binary with every `TASKS_*`/`OTEL_*` variable of the test process removed, an
+/// empty secrets directory and an API-token file (authentication needs something to
+/// authenticate with).
+fn tasks_server() -> ServiceCommand {
+    ServiceCommand::new(BIN, "TASKS").env_file(
+        "TASKS_AUTH__API_TOKENS_FILE",
+        format!("{}\n", test_token().line()),
+    )
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+fn check_config(env: &[(&str, &str)]) -> RunOutput {
+    tasks_server()
+        .arg("check-config")
+        .envs(env.iter().copied())
+        .output()
 }
 
 #[test]
 fn password_from_environment_is_honoured_and_redacted() {
     let out = check_config(&[("TASKS_DATABASE__PASSWORD", SECRET)]);
-    assert!(out.status.success(), "{}", text(&out));
-    let all = text(&out);
+    assert!(out.success(), "{}", out.text());
+    let all = out.text();
     assert!(!all.contains(SECRET), "{all}");
     assert!(
         all.contains("database.password = \"[REDACTED]\"  # TASKS_DATABASE__PASSWORD"),
@@ -47,8 +42,8 @@ fn password_from_secrets_dir_is_honoured_and_redacted() {
     let file = dir.path().join("database.password");
     std::fs::write(&file, format!("{SECRET}\n")).unwrap();
     let out = check_config(&[("TASKS_SECRETS_DIR", dir.path().to_str().unwrap())]);
-    assert!(out.status.success(), "{}", text(&out));
-    let all = text(&out);
+    assert!(out.success(), "{}", out.text());
+    let all = out.text();
     assert!(!all.contains(SECRET), "{all}");
     assert!(
         all.contains(&format!(
@@ -65,8 +60,8 @@ fn password_from_file_variable_is_honoured_and_redacted() {
     let file = dir.path().join("pw");
     std::fs::write(&file, SECRET).unwrap();
     let out = check_config(&[("TASKS_DATABASE__PASSWORD_FILE", file.to_str().unwrap())]);
-    assert!(out.status.success(), "{}", text(&out));
-    let all = text(&out);
+    assert!(out.success(), "{}", out.text());
+    let all = out.text();
     assert!(!all.contains(SECRET), "{all}");
     assert!(all.contains("# TASKS_DATABASE__PASSWORD_FILE="), "{all}");
 }
@@ -79,8 +74,8 @@ fn bad_values_and_unknown_keys_are_all_named() {
         ("TASKS_DATABASE__SSLMODE", "sometimes"),
         ("TASKS_DATABASE__PASSWORD", SECRET),
     ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let all = text(&out);
+    assert_eq!(out.code(), Some(2), "{}", out.text());
+    let all = out.text();
     assert!(
         all.contains(r#"http.port: expected an integer, got "abc" (from TASKS_HTTP__PORT)"#),
         "{all}"
@@ -103,8 +98,8 @@ fn semantic_problems_are_reported_with_their_source() {
         ("TASKS_DATABASE__SSLMODE", "verify-full"),
         ("TASKS_DATABASE__CA_FILE", "/nonexistent/ca.pem"),
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    let all = text(&out);
+    assert_eq!(out.code(), Some(2));
+    let all = out.text();
     assert!(
         all.contains("http.port: must be between 1 and 65535 (from TASKS_HTTP__PORT)"),
         "{all}"
@@ -114,22 +109,15 @@ fn semantic_problems_are_reported_with_their_source() {
 
 #[test]
 fn serve_refuses_to_start_on_bad_configuration() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tasks-server"))
-        .env("TASKS_SECRETS_DIR", tempfile::tempdir().unwrap().path())
-        .env("TASKS_HTTP__WORKERS", "many")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("http.workers"));
+    let out = tasks_server().env("TASKS_HTTP__WORKERS", "many").output();
+    assert_eq!(out.code(), Some(2), "{}", out.report());
+    assert!(out.text().contains("http.workers"));
 }
 
 #[test]
 fn version_names_the_git_revision() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tasks-server"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    let version = String::from_utf8_lossy(&out.stdout);
+    let out = tasks_server().arg("--version").output();
+    let version = &out.stdout;
     assert!(
         version.starts_with(&format!("tasks-server {} (", env!("CARGO_PKG_VERSION"))),
         "{version}"
@@ -138,28 +126,23 @@ fn version_names_the_git_revision() {
 
 #[test]
 fn probe_exits_non_zero_when_nothing_listens() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = Command::new(env!("CARGO_BIN_EXE_tasks-server"))
+    let port = closed_port();
+    let out = tasks_server()
         .args([
             "probe",
             &format!("http://127.0.0.1:{port}/livez"),
             "--timeout-secs",
             "1",
         ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+        .output();
+    assert!(!out.success(), "{}", out.report());
 }
 
 #[test]
 fn a_bad_rust_log_is_named_as_rust_log_not_log_level() {
     let out = check_config(&[("RUST_LOG", "info,[[[")]);
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    let all = out.text();
+    assert_eq!(out.code(), Some(2), "{all}");
     assert!(all.contains("(from RUST_LOG)"), "{all}");
     assert!(!all.contains("log.level"), "{all}");
 }
@@ -167,8 +150,8 @@ fn a_bad_rust_log_is_named_as_rust_log_not_log_level() {
 #[test]
 fn an_unsupported_otlp_protocol_is_a_configuration_problem() {
     let out = check_config(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    let all = out.text();
+    assert_eq!(out.code(), Some(2), "{all}");
     assert!(
         all.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/json is not supported"),
         "{all}"

@@ -2,10 +2,6 @@
 //! the caller's trace id and a database child span; a dead collector costs nothing;
 //! `/metrics` parses and counts exactly; the database password appears nowhere.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +10,32 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use support::Server;
+use serde_json::json;
+use tasks_test_support::http::{Method, StatusCode};
+use tasks_test_support::poll::{eventually, eventually_some};
+use tasks_test_support::process::{ServiceProcess, closed_port, free_ports};
+
+use crate::support::tasks_process;
+
+/// `tasks-server` on a fresh database with `env` (the `OTEL_*` variables), ready.
+async fn start(env: &[(&str, &str)]) -> (ServiceProcess, tasks_test_support::TestDatabase) {
+    let db = tasks_test_support::fresh_database().await;
+    let mut server = tasks_process(&db).envs(env.iter().copied()).spawn();
+    server.wait_ready().await;
+    (server, db)
+}
+
+/// Creates a task with the caller's trace context.
+async fn traced_create(server: &ServiceProcess, title: &str) {
+    let api = server.api();
+    api.send(
+        api.request(Method::POST, "/v1/tasks")
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN}-01"))
+            .json(&json!({"title": title})),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+}
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";
@@ -75,47 +96,32 @@ fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
 #[actix_web::test]
 async fn server_and_database_spans_reach_the_collector_with_the_callers_trace_id() {
     let (endpoint, received, collector) = receiver().await;
-    let mut server = Server::start(&[
+    let (mut server, db) = start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ("OTEL_SERVICE_NAME", "tasks-under-test"),
     ])
     .await;
-    let http = reqwest::Client::new();
-    let created = http
-        .post(format!("{}/v1/tasks", server.api))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN}-01"))
-        .json(&serde_json::json!({"title": "traced"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    traced_create(&server, "traced").await;
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let (server_span, db_span) = loop {
-        {
+    let (server_span, db_span) = eventually_some(
+        "a server span with a database child",
+        Duration::from_secs(15),
+        || async {
             let got = received.lock().unwrap();
             let server_span = got
                 .spans
                 .iter()
-                .find(|s| hex(&s.trace_id) == TRACE_ID && attribute(s, "http.route").is_some());
-            if let Some(server_span) = server_span {
-                let child = got.spans.iter().find(|s| {
-                    s.parent_span_id == server_span.span_id
-                        || (hex(&s.trace_id) == TRACE_ID
-                            && attribute(s, "db.system.name").is_some())
-                });
-                if let Some(child) = child.filter(|c| attribute(c, "db.system.name").is_some()) {
-                    break (server_span.clone(), child.clone());
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no server span with a database child arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+                .find(|s| hex(&s.trace_id) == TRACE_ID && attribute(s, "http.route").is_some())?;
+            let child = got.spans.iter().find(|s| {
+                s.parent_span_id == server_span.span_id
+                    || (hex(&s.trace_id) == TRACE_ID && attribute(s, "db.system.name").is_some())
+            })?;
+            attribute(child, "db.system.name")?;
+            Some((server_span.clone(), child.clone()))
+        },
+    )
+    .await;
     assert_eq!(
         hex(&server_span.parent_span_id),
         PARENT_SPAN,
@@ -153,18 +159,20 @@ async fn server_and_database_spans_reach_the_collector_with_the_callers_trace_id
 
     // Spans still batched at shutdown are flushed.
     let before = received.lock().unwrap().spans.len();
-    http.get(format!("{}/v1/tasks?limit=1", server.api))
-        .send()
+    server
+        .api()
+        .get("/v1/tasks?limit=1")
         .await
-        .unwrap();
+        .expect_status(StatusCode::OK);
     server.sigterm();
-    assert!(server.wait_exit(Duration::from_secs(20)).unwrap().success());
+    let status = server.wait_exit(Duration::from_secs(20)).await.unwrap();
+    assert!(status.success(), "{}", server.log());
     assert!(
         received.lock().unwrap().spans.len() > before,
         "the last spans were flushed on shutdown"
     );
 
-    let secret = server.db.password.clone();
+    let secret = db.password.clone();
     assert!(
         !String::from_utf8_lossy(&received.lock().unwrap().raw).contains(&secret),
         "no secret in spans"
@@ -188,27 +196,19 @@ async fn server_and_database_spans_reach_the_collector_with_the_callers_trace_id
 
 #[actix_web::test]
 async fn a_dead_collector_never_fails_or_slows_requests() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint = format!("http://127.0.0.1:{closed}");
-    let mut server = Server::start(&[
+    let endpoint = format!("http://127.0.0.1:{}", closed_port());
+    let (mut server, _db) = start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "50"),
     ])
     .await;
-    let http = reqwest::Client::new();
     for i in 0..50 {
         let started = Instant::now();
-        let res = http
-            .post(format!("{}/v1/tasks", server.api))
-            .json(&serde_json::json!({"title": format!("t{i}")}))
-            .send()
+        server
+            .api()
+            .post_json("/v1/tasks", &json!({"title": format!("t{i}")}))
             .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
+            .expect_status(StatusCode::CREATED);
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "request {i} took {:?}",
@@ -217,11 +217,8 @@ async fn a_dead_collector_never_fails_or_slows_requests() {
     }
     server.sigterm();
     let exited = Instant::now();
-    assert!(
-        server.wait_exit(Duration::from_secs(30)).unwrap().success(),
-        "{}",
-        server.log()
-    );
+    let status = server.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "{}", server.log());
     assert!(exited.elapsed() < Duration::from_secs(15));
 }
 
@@ -246,18 +243,10 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[actix_web::test]
 async fn metrics_parse_and_count_exactly_the_requests_made() {
-    let server = Server::start(&[]).await;
-    let http = reqwest::Client::new();
-    let metrics = format!("{}/metrics", server.admin);
-    let scrape = || async {
-        http.get(&metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    // A process of its own: metrics are process-global, so only a process counts exactly.
+    let (server, db) = start(&[]).await;
+    let api = server.api();
+    let scrape = || async { server.admin().get("/metrics").await.text() };
     let labels = [
         ("http_request_method", "POST"),
         ("http_route", "/v1/tasks"),
@@ -269,20 +258,12 @@ async fn metrics_parse_and_count_exactly_the_requests_made() {
         &labels,
     );
     for i in 0..7 {
-        http.post(format!("{}/v1/tasks", server.api))
-            .json(&serde_json::json!({"title": format!("m{i}")}))
-            .send()
+        api.post_json("/v1/tasks", &json!({"title": format!("m{i}")}))
             .await
-            .unwrap();
+            .expect_status(StatusCode::CREATED);
     }
-    http.get(format!("{}/v1/tasks/not-a-uuid", server.api))
-        .send()
-        .await
-        .unwrap();
-    http.get(format!("{}/no/such/{}", server.api, uuid::Uuid::now_v7()))
-        .send()
-        .await
-        .unwrap();
+    api.get("/v1/tasks/not-a-uuid").await;
+    api.get(&format!("/no/such/{}", uuid::Uuid::now_v7())).await;
     let text = scrape().await;
     assert_eq!(
         sample(&text, "http_server_request_duration_seconds_count", &labels) - before,
@@ -313,7 +294,7 @@ async fn metrics_parse_and_count_exactly_the_requests_made() {
         sample(&text, "build_info", &[("service_name", "tasks-server")]),
         1.0
     );
-    assert!(!text.contains(&server.db.password), "no secret in metrics");
+    assert!(!text.contains(&db.password), "no secret in metrics");
 }
 
 mod grpc {
@@ -349,11 +330,7 @@ mod grpc {
     /// A real OTLP/gRPC trace receiver on a loopback port.
     async fn receiver() -> (String, Arc<Mutex<Received>>) {
         let received = Arc::new(Mutex::new(Received::default()));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let [port] = free_ports();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let service = TraceServiceServer::new(Sink(received.clone()));
         tokio::spawn(
@@ -361,54 +338,42 @@ mod grpc {
                 .add_service(service)
                 .serve(addr),
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "the gRPC receiver did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "the gRPC receiver to start",
+            Duration::from_secs(10),
+            || async { tokio::net::TcpStream::connect(addr).await.is_ok() },
+        )
+        .await;
         (format!("http://127.0.0.1:{port}"), received)
     }
 
     #[actix_web::test]
     async fn spans_reach_a_grpc_collector_when_the_protocol_says_grpc() {
         let (endpoint, received) = receiver().await;
-        let mut server = Server::start(&[
+        let (mut server, _db) = start(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ])
         .await;
-        let created = reqwest::Client::new()
-            .post(format!("{}/v1/tasks", server.api))
-            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN}-01"))
-            .json(&serde_json::json!({"title": "over grpc"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), 201);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let got = received
+        traced_create(&server, "over grpc").await;
+        let arrived = tasks_test_support::poll::poll_until(Duration::from_secs(15), || async {
+            received
                 .lock()
                 .unwrap()
                 .spans
                 .iter()
-                .any(|s| hex(&s.trace_id) == TRACE_ID && s.name == "POST /v1/tasks");
-            if got {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no server span arrived over gRPC\n{}",
-                server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server.sigterm();
+                .any(|s| hex(&s.trace_id) == TRACE_ID && s.name == "POST /v1/tasks")
+                .then_some(())
+        })
+        .await;
         assert!(
-            server.wait_exit(Duration::from_secs(20)).unwrap().success(),
-            "{}",
+            arrived.is_some(),
+            "no server span arrived over gRPC\n{}",
             server.log()
         );
+        server.sigterm();
+        let status = server.wait_exit(Duration::from_secs(20)).await.unwrap();
+        assert!(status.success(), "{}", server.log());
     }
 }
