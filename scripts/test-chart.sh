@@ -325,6 +325,20 @@ if need helm "NOTES say how to authenticate"; then
   SHOW_ON_PASS=1 run "NOTES: loud warning with auth.enabled=false, bearer token instructions otherwise" auth_notes
 fi
 
+# The Helm test pod outlives its success (deleted before the next run): `helm test --logs`,
+# which the deploy recipes pass, reads its logs after the test; a hook-succeeded policy
+# deletes the pod first and makes a passing test exit 1 on Helm 3 and early Helm 4.
+test_pod_kept() {
+  local policy
+  policy="$(helm template "$RELEASE" "$CHART" -f "$OVERLAY_DIR/local.yaml" --show-only templates/tests/pod-test.yaml \
+    | sed -n 's/.*helm.sh\/hook-delete-policy: *//p' | tr -d '"')"
+  [[ -n "$policy" && "$policy" != *hook-succeeded* ]] || { echo "test pod delete policy: '$policy'"; return 1; }
+  echo "test pod delete policy: $policy"
+}
+if need helm "Helm test pod kept for --logs"; then
+  run "Helm test pod is kept after success so helm test --logs works" test_pod_kept
+fi
+
 # Chart.yaml's kubeVersion gate: clusters older than 1.29 are refused.
 kube_gate() {
   local out
