@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod api;
+mod auth;
 mod chart_contract;
 mod config;
 mod openapi;
