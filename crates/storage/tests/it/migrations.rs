@@ -1,9 +1,6 @@
 //! Migrations against a real PostgreSQL: fresh, re-run, and many concurrent migrators.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
-
+use crate::common;
 use tasks_postgres::migrate::{pending, run_locked};
 
 #[tokio::test]
@@ -60,12 +57,7 @@ async fn eight_concurrent_migrators_apply_each_migration_once() {
 async fn unreachable_database_is_reported_as_unavailable() {
     let db = tasks_test_support::fresh_database().await;
     let mut settings = common::settings(&db);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    settings.port = closed;
+    settings.port = tasks_test_support::process::closed_port();
     let error = run_locked(&settings, tasks_storage::embedded::runner(), "t")
         .await
         .unwrap_err();

@@ -1,13 +1,11 @@
 //! The pool against a real PostgreSQL: bounded waits, statement timeouts, password
 //! rotation, recovery after a restart.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
 use tasks_postgres::pool::{Password, build_pool, ping};
+use tasks_test_support::poll::{eventually, eventually_some};
 
 #[tokio::test]
 async fn statement_timeout_applies_to_every_connection() {
@@ -86,17 +84,10 @@ async fn pool_recovers_after_the_database_restarts() {
 
     server.start();
     // Pooled connections died with the server; the pool replaces them by itself.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match ping(&pool).await {
-            Ok(()) => break,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("pool did not recover: {e}"),
-        }
-    }
+    eventually("the pool to recover", Duration::from_secs(10), || async {
+        ping(&pool).await.is_ok()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -128,20 +119,13 @@ async fn shared_client_pipelines_reads_and_reconnects_after_a_restart() {
     assert!(error.is_unavailable(), "{error}");
     server.start();
     // The closed connection is replaced on the next read, without a restart.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match shared.query_opt("SELECT 41 + 1", &[]).await {
-            Ok(row) => {
-                assert_eq!(row.unwrap().get::<_, i32>(0), 42);
-                break;
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("pipelined reader did not recover: {e}"),
-        }
-    }
+    let row = eventually_some(
+        "the pipelined reader to recover",
+        Duration::from_secs(10),
+        || async { shared.query_opt("SELECT 41 + 1", &[]).await.ok() },
+    )
+    .await;
+    assert_eq!(row.unwrap().get::<_, i32>(0), 42);
 }
 
 /// A TCP listener that accepts connections and never says a word: a database host whose

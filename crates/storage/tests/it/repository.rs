@@ -1,9 +1,6 @@
 //! The tasks repository and idempotency store against a real PostgreSQL.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
-
+use crate::common;
 use std::collections::HashSet;
 use std::sync::Arc;
 

@@ -21,7 +21,6 @@ pub fn settings(db: &TestDatabase) -> PoolSettings {
     }
 }
 
-#[allow(dead_code)] // not every test binary uses it
 /// A fresh database with the schema applied, and a pool on it.
 pub async fn migrated() -> (TestDatabase, PoolSettings, deadpool_postgres::Pool) {
     let db = tasks_test_support::fresh_database().await;
