@@ -69,6 +69,9 @@ SCENARIO_TIMEOUT = float(os.environ.get("REHEARSAL_SCENARIO_TIMEOUT_SECS", "180"
 KEEP = os.environ.get("REHEARSAL_KEEP") == "1"
 
 T0 = time.monotonic()
+# The clients' bearer token (minted in main with the binary's `mint-token`); its line is
+# in the API-token Secret the rehearsal provides, like every other client's.
+API_TOKEN = ""
 
 
 def now() -> float:
@@ -306,12 +309,15 @@ class Postgres:
 # HTTP helpers (one request per connection, like a probe)
 
 
-async def http_request(host, port, method, path, body=None, timeout=2.0):
-    """Returns (status, headers-dict, body-bytes) or raises."""
+async def http_request(host, port, method, path, body=None, timeout=2.0, authenticate=True):
+    """Returns (status, headers-dict, body-bytes) or raises. API paths (/v1/...) carry the
+    clients' bearer token unless authenticate=False; probes never do."""
     async def go():
         r, w = await asyncio.open_connection(host, port)
         try:
             head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/rehearsal\r\nAccept: */*\r\nConnection: close\r\n"
+            if authenticate and API_TOKEN and path.startswith("/v1/"):
+                head += f"Authorization: Bearer {API_TOKEN}\r\n"
             data = b""
             if body is not None:
                 data = json.dumps(body).encode()
@@ -652,6 +658,10 @@ class ServiceProxy:
                 elif state["pending"] and not state["client_gone"]:
                     self.events.append((now(), "closed-in-flight", pod.name))
                     state["pending"] = False
+                elif not state["client_gone"]:
+                    # The pod closed an idle keep-alive connection (it died, or drained):
+                    # the client's next request on it fails, as it would against the pod.
+                    self.events.append((now(), "closed-idle", pod.name))
                 try:
                     dst.close()
                 except Exception:
@@ -675,13 +685,14 @@ class ServiceProxy:
 WRK_LUA = r"""
 local counter = 0
 local limit = tonumber(os.getenv("REHEARSAL_MAX_REQUESTS")) or 100000
+local auth = "Bearer " .. (os.getenv("REHEARSAL_TOKEN") or "")
 request = function()
   counter = counter + 1
   if counter % 5 == 0 then
-    return wrk.format("POST", "/v1/tasks", {["Content-Type"] = "application/json"},
+    return wrk.format("POST", "/v1/tasks", {["Content-Type"] = "application/json", ["Authorization"] = auth},
       '{"title":"load ' .. counter .. '"}')
   end
-  return wrk.format("GET", "/v1/tasks?limit=5")
+  return wrk.format("GET", "/v1/tasks?limit=5", {["Authorization"] = auth})
 end
 response = function(status, headers, body)
   if counter >= limit then wrk.thread:stop() end
@@ -708,7 +719,7 @@ class Load:
         self.proc = await asyncio.create_subprocess_exec(
             wrk, "-t2", f"-c{LOAD_CONNECTIONS}", f"-d{LOAD_MAX_SECS}s", "--timeout", "10s", "-s", str(self.script),
             f"http://127.0.0.1:{self.port}/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env=dict(os.environ, REHEARSAL_MAX_REQUESTS=str(LOAD_MAX_REQUESTS)))
+            env=dict(os.environ, REHEARSAL_MAX_REQUESTS=str(LOAD_MAX_REQUESTS), REHEARSAL_TOKEN=API_TOKEN))
 
     async def stop(self) -> dict:
         if self.proc.returncode is None:
@@ -821,10 +832,22 @@ def in_window(events, start, end, pods):
     return inside, outside
 
 
-async def helm_test(docs: list, binary: Path, svc_port: int, pg: "Postgres") -> None:
+def mint_token(binary: Path, principal: str) -> tuple[str, str]:
+    """`tasks-server mint-token PRINCIPAL --scope tasks:read tasks:write`: (token, line)."""
+    out = subprocess.run([str(binary), "mint-token", principal, "--scope", "tasks:read", "tasks:write"],
+                         capture_output=True, text=True, timeout=60)
+    token = re.search(r"tkn_[A-Za-z0-9_-]+", out.stdout)
+    line = re.search(r"(?m)^[^ #]+ sha256:[0-9a-fA-F]{64} \S+$", out.stdout)
+    if out.returncode != 0 or not token or not line:
+        sys.exit(f"rehearse: tasks-server mint-token {principal} failed: {out.stdout}{out.stderr}")
+    return token.group(0), line.group(0)
+
+
+async def helm_test(docs: list, binary: Path, svc_port: int, pg: "Postgres", root: Path, existing: dict) -> None:
     """Runs the commands of the rendered `helm test` pod (its main containers: the
     readiness init container needs the admin port, which the proxy does not carry) with
-    the real binary, the Service's name resolved to the proxy standing in for it."""
+    the real binary, the Service's name resolved to the proxy standing in for it and the
+    files of its volumes (the token of `round-trip --token-file`) under a root of its own."""
     tests = find(docs, "Pod", lambda d: (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test")
     R.check("helm test: the chart renders a test pod", len(tests) == 1, f"{len(tests)} pods")
     services = {d["metadata"]["name"] for d in find(docs, "Service")}
@@ -836,7 +859,19 @@ async def helm_test(docs: list, binary: Path, svc_port: int, pg: "Postgres") -> 
         R.check(f"helm test: {container['name']} targets the app Service's API port", target_ok, " ".join(args))
         if not target_ok:
             continue
-        argv = [str(binary), args[0], args[1].replace(match.group(0), f"http://127.0.0.1:{svc_port}", 1), *args[2:]]
+        files = container_environment(docs, tests[0]["spec"], container, existing)["files"]
+        test_root = root / "helm-test"
+        for path, f in files.items():
+            if f["data"] is not None:
+                (test_root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+                (test_root / path.lstrip("/")).write_text(f["data"])
+        rest = [str(test_root / a.lstrip("/")) if a in files else a for a in args[2:]]
+        if "--token-file" in args:
+            i = args.index("--token-file") + 1
+            R.check("helm test: round-trip reads its token from a file of its Secret volume",
+                    i < len(args) and args[i] in files and files[args[i]]["data"] is not None,
+                    f"{args[i] if i < len(args) else '?'}; files {sorted(files)}")
+        argv = [str(binary), args[0], args[1].replace(match.group(0), f"http://127.0.0.1:{svc_port}", 1), *rest]
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
         R.check(f"helm test: `tasks-server {args[0]}` passes through the Service", proc.returncode == 0,
@@ -863,15 +898,33 @@ async def main() -> int:
 
     pg_port, http_port, admin_port, svc_port = free_port(), free_port(), free_port(), free_port()
     password = base64.urlsafe_b64encode(os.urandom(18)).decode()
-    # The production overlay names an existing Secret (External Secrets in a real cluster):
-    # the rehearsal plays the platform and provides it.
-    existing = {"tasks-production-db": {"password": password}}
+    # API tokens minted as an operator would: one for the clients, one for the Helm test.
+    global API_TOKEN
+    API_TOKEN, clients_line = mint_token(binary, "rehearsal-clients")
+    helm_test_token, helm_test_line = mint_token(binary, "helm-test")
+    # The production overlay names existing Secrets (External Secrets in a real cluster):
+    # the rehearsal plays the platform and provides them, under the names and keys the
+    # overlay gives (the chart's defaults for keys it leaves out).
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    overlay = yaml.safe_load(OVERLAY.read_text())
+    api_tokens = {**chart_values["auth"]["apiTokens"], **overlay.get("auth", {}).get("apiTokens", {})}
+    test_token = {**chart_values["tests"]["apiToken"], **overlay.get("tests", {}).get("apiToken", {})}
+    existing = {"tasks-production-db": {"password": password},
+                api_tokens["existingSecret"]: {api_tokens["key"]: f"# rehearsal\n{clients_line}\n{helm_test_line}\n"},
+                test_token["existingSecret"]: {test_token["key"]: helm_test_token + "\n"}}
     digest = hashlib.sha256(binary.read_bytes()).hexdigest()
     base_sets = {
         "config.http.port": http_port, "config.admin.port": admin_port,
         "service.port": svc_port, "postgresql.service.port": pg_port,
         "otel.endpoint": "",   # no collector here
+        "auth.issuer": "",     # no identity provider here: API tokens only
+        # Modelled: no cert-manager issues the database certificate here, and the rehearsal's
+        # PostgreSQL is a plain scripts/pg.sh server. TLS to the database is proven against a
+        # real TLS server in crates/postgres/tests/tls.rs and by test-chart's reload check.
+        "postgresql.tls.enabled": False,
     }
+    log(f"substitutions: otel.endpoint and auth.issuer empty (no collector, no IdP), postgresql.tls off (no cert-manager); API tokens for "
+        f"principals rehearsal-clients and helm-test in Secret {api_tokens['existingSecret']}")
     docs1 = render({**base_sets, "image.digest": f"sha256:{digest}"})
     m = parse(docs1, existing)
     # release 2: a new image digest (what the release pipeline sets); same binary here
@@ -885,9 +938,12 @@ async def main() -> int:
     R.check("rendered: probes on the admin port", all(p and p.port == t.ports.get("admin") for p in (t.startup, t.liveness, t.readiness)))
     R.check("rendered: database password mounted as a file, not in env",
             any(p.endswith("/database.password") for p in t.files) and "TASKS_DATABASE__PASSWORD" not in t.env)
+    R.check("rendered: API-token file mounted in the secrets directory (auth.api_tokens), not in env",
+            any(p.endswith("/auth.api_tokens") for p in t.files) and t.env.get("TASKS_AUTH__ENABLED") == "true")
     R.check("rendered: grace period covers drain + shutdown timeout",
             t.grace > int(t.env["TASKS_SHUTDOWN__DRAIN_DELAY_SECS"]) + int(t.env["TASKS_SHUTDOWN__TIMEOUT_SECS"]))
-    R.check("rendered: PostgreSQL preStop is a fast shutdown", "fast" in m.pg_prestop, " ".join(m.pg_prestop))
+    R.check("rendered: PostgreSQL has no preStop (the image's STOPSIGNAL SIGINT is the fast shutdown)",
+            not m.pg_prestop, " ".join(m.pg_prestop) or "none")
     R.check("rendered: release 2 changes the pod template", m2.template.hash != t.hash)
 
     pg = Postgres(root, pg_port, password, m.pgdata_rel, m.pg_grace)
@@ -933,7 +989,11 @@ async def main() -> int:
         await wait_until(lambda: len(cluster.endpoints()) == m.replicas, 10)
 
         # ---- helm test: the rendered test pod's commands, through the Service ----------
-        await helm_test(docs1, binary, svc_port, pg)
+        await helm_test(docs1, binary, svc_port, pg, root, existing)
+        status, headers, _ = await http_request("127.0.0.1", svc_port, "GET", "/v1/tasks?limit=1", timeout=5, authenticate=False)
+        R.check("authentication: the Service answers 401 with a Bearer challenge without a token",
+                status == 401 and headers.get("www-authenticate", "").startswith("Bearer"),
+                f"{status} {headers.get('www-authenticate', '')}")
 
         # ---- 2. rolling update under load ------------------------------------------
         log(f"== rolling update to release 2 under load ({LOAD_CONNECTIONS} connections)")
@@ -986,7 +1046,10 @@ async def main() -> int:
         watcher.stop()
         evs = proxy.events[ev_before:]
         window_end = t_kill + ENDPOINT_DELAY + 0.5
-        stray = [e for e in evs if e[2] != victim.name or e[0] > window_end]
+        # An idle connection closed by a healthy pod is normal (a `Connection: close`
+        # answer); only the victim's closes inside the kill window explain client errors.
+        stray = [e for e in evs if e[1] != "closed-idle" and (e[2] != victim.name or e[0] > window_end)]
+        victim_breaks = [e for e in evs if e[2] == victim.name and t_kill <= e[0] <= window_end]
         for e in stray:
             log(f"broken connection outside the kill window: {e[1]} on {e[2]} at +{e[0] - t_kill:.2f}s")
         R.check("pod crash: the killed container is restarted and ready again", back,
@@ -1000,9 +1063,9 @@ async def main() -> int:
         # socket-error count is not compared one to one with the broken connections.
         socket_errors = res["connect"] + res["read"] + res["write"]
         R.check("pod crash: failures only on the killed replica, before its endpoint was removed",
-                not stray and res["status"] == 0 and res["timeout"] == 0 and (socket_errors == 0 or evs),
+                not stray and res["status"] == 0 and res["timeout"] == 0 and (socket_errors == 0 or victim_breaks),
                 f"{res['failed']} failed requests ({socket_errors} socket errors, {res['status']} bad statuses, "
-                f"{res['timeout']} timeouts), {len(evs)} broken connections, {len(stray)} elsewhere")
+                f"{res['timeout']} timeouts), {len(victim_breaks)} connections of the victim broken, {len(stray)} elsewhere")
         R.figure("pod crash", "requests / failed", f"{res['requests']} / {res['failed']}")
         R.figure("pod crash", "broken connections (in flight / refused before endpoint removal)",
                  f"{sum(e[1] in ('reset-in-flight', 'closed-in-flight') for e in evs)} / {sum(e[1] == 'connect-failed' for e in evs)}")
