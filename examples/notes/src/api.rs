@@ -82,14 +82,16 @@ async fn read(
 ) -> Result<HttpResponse, AuthError> {
     principal.require(READ_SCOPE)?;
     let id = id.into_inner();
-    Ok(match query_one(&pool, "SELECT body FROM notes WHERE id = $1", &[&id]).await {
-        Ok(Some(row)) => HttpResponse::Ok().json(Note {
-            id,
-            body: row.get(0),
-        }),
-        Ok(None) => HttpResponse::NotFound().json(error_body("no such note")),
-        Err(error) => database_error(&error),
-    })
+    Ok(
+        match query_one(&pool, "SELECT body FROM notes WHERE id = $1", &[&id]).await {
+            Ok(Some(row)) => HttpResponse::Ok().json(Note {
+                id,
+                body: row.get(0),
+            }),
+            Ok(None) => HttpResponse::NotFound().json(error_body("no such note")),
+            Err(error) => database_error(&error),
+        },
+    )
 }
 
 /// One statement on a pooled connection, errors classified by `tasks-postgres`.
