@@ -78,6 +78,31 @@ pub struct SchemaMigrations {
     pub strategy: Strategy,
 }
 
+/// Binds an `HttpServer` to a [`ListenerSettings`] without actix's own signal handling
+/// (the drain owns SIGTERM) and starts it: `(Server, SocketAddr)`, or
+/// [`RuntimeError::Bind`] naming the listener and the address. A macro, so the long list
+/// of `HttpServer` bounds is written once, on [`Service::serve_api`].
+macro_rules! bind_and_start {
+    ($name:expr, $server:expr, $listener:expr) => {{
+        let listener: &ListenerSettings = $listener;
+        let bind_error = |source| RuntimeError::Bind {
+            listener: $name,
+            address: format!("{}:{}", listener.host, listener.port),
+            source,
+        };
+        match $server
+            .disable_signals()
+            .bind((listener.host.as_str(), listener.port))
+        {
+            Err(source) => Err(bind_error(source)),
+            Ok(server) => match server.addrs().first().copied() {
+                Some(address) => Ok((server.run(), address)),
+                None => Err(bind_error(std::io::Error::other("no address bound"))),
+            },
+        }
+    }};
+}
+
 /// Readiness check names a service with a database reports.
 const DATABASE_CHECK: &str = "database";
 const MIGRATIONS_CHECK: &str = "migrations";
@@ -234,7 +259,7 @@ impl Service {
             server = server.workers(options.workers);
         }
         let server = server.shutdown_timeout(self.shutdown.timeout_secs);
-        let bound = start("API", server, listener)?;
+        let bound = bind_and_start!("API", server, listener)?;
         let address = bound.1;
         self.api = Some(bound);
         Ok(address)
@@ -255,7 +280,7 @@ impl Service {
         })
         .workers(1)
         .shutdown_timeout(1);
-        let bound = start("admin", server, listener)?;
+        let bound = bind_and_start!("admin", server, listener)?;
         let address = bound.1;
         self.admin = Some(bound);
         Ok(address)
@@ -323,39 +348,4 @@ impl Service {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Binds `server` to `listener` without actix's own signal handling (the drain owns
-/// SIGTERM) and starts it.
-fn start<F, I, S, B>(
-    name: &'static str,
-    server: HttpServer<F, I, S, B>,
-    listener: &ListenerSettings,
-) -> Result<(Server, SocketAddr), RuntimeError>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: IntoServiceFactory<S, Request>,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<Response<B>> + 'static,
-    <S::Service as actix_web::dev::Service<Request>>::Future: 'static,
-    S::Service: 'static,
-    B: MessageBody + 'static,
-{
-    let bind_error = |source| RuntimeError::Bind {
-        listener: name,
-        address: format!("{}:{}", listener.host, listener.port),
-        source,
-    };
-    let server = server
-        .disable_signals()
-        .bind((listener.host.as_str(), listener.port))
-        .map_err(bind_error)?;
-    let address = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| bind_error(std::io::Error::other("no address bound")))?;
-    Ok((server.run(), address))
 }

@@ -100,32 +100,23 @@ async fn bring_schema_current_waits_for_another_migrator_then_applies_itself() {
     );
 
     // Applying brings the schema current at once; waiting then succeeds too.
-    assert!(
-        bring_schema_current(
+    for strategy in [Strategy::Apply, Strategy::AwaitOthers] {
+        let current = bring_schema_current(
             &settings,
             tasks_storage::embedded::runner,
             "t",
-            Strategy::Apply,
-            || false
+            strategy,
+            || false,
         )
-        .await
-    );
-    assert!(
-        pending(&settings, &tasks_storage::embedded::runner())
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        bring_schema_current(
-            &settings,
-            tasks_storage::embedded::runner,
-            "t",
-            Strategy::AwaitOthers,
-            || false
-        )
-        .await
-    );
+        .await;
+        assert!(current, "{strategy:?}");
+        assert!(
+            pending(&settings, &tasks_storage::embedded::runner())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
 
 #[tokio::test]
