@@ -418,3 +418,24 @@ async fn token_material_never_reaches_logs_metrics_or_check_config() {
     );
     assert!(text.contains("auth.api_tokens = \"[REDACTED]\""), "{text}");
 }
+
+#[tokio::test]
+async fn authentication_turned_off_explicitly_is_announced_in_readyz() {
+    let db = fresh_database().await;
+    let app = spawn_app_with(&db, |settings| {
+        settings.auth.enabled = false;
+        settings.auth.api_tokens = None;
+    })
+    .await;
+    let ready = app.admin.get("/readyz").await.expect_json(StatusCode::OK);
+    let detail = ready["checks"]["authentication"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.contains("auth.enabled=false"), "{ready}");
+    // And it is really off: an anonymous caller gets in.
+    app.api
+        .anonymous()
+        .get("/v1/tasks")
+        .await
+        .expect_status(StatusCode::OK);
+}
