@@ -11,7 +11,8 @@
 #   REGISTRY_OWNER    GHCR owner (user or organisation) the image is pushed under
 # Optional:
 #   NAMESPACE         namespace of the release (default tasks-staging; must exist)
-#   DB_SECRET         existing Secret with the database password (default tasks-staging-db,
+#   DB_SECRET         existing Secret with the database passwords, keys password and
+#                     postgres-password (default tasks-staging-db,
 #                     as values/staging.yaml names it)
 #   API_TOKENS_SECRET existing Secret with the API-token lines, key api_tokens (default
 #                     tasks-staging-api-tokens, as values/staging.yaml names it)
@@ -75,7 +76,7 @@ cmd_deploy() {
     kubectl --context "$KUBE_CONTEXT" get namespace "$NAMESPACE" >/dev/null 2>&1 \
         || die "namespace '$NAMESPACE' does not exist in '$KUBE_CONTEXT' (create it with its Secret first; see docs/runbooks/)"
     kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" get secret "$DB_SECRET" >/dev/null 2>&1 \
-        || die "Secret '$DB_SECRET' (key 'password') is missing in $KUBE_CONTEXT/$NAMESPACE: create it from a file or your secret manager, e.g. kubectl -n $NAMESPACE create secret generic $DB_SECRET --from-file=password=./password"
+        || die "Secret '$DB_SECRET' (keys 'password' for the application role and 'postgres-password' for the bootstrap superuser) is missing in $KUBE_CONTEXT/$NAMESPACE: create it from files or your secret manager, e.g. kubectl -n $NAMESPACE create secret generic $DB_SECRET --from-file=password=./password --from-file=postgres-password=./postgres-password"
     kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" get secret "$API_TOKENS_SECRET" >/dev/null 2>&1 \
         || die "Secret '$API_TOKENS_SECRET' (key 'api_tokens': API-token lines, hashes only) is missing in $KUBE_CONTEXT/$NAMESPACE: mint tokens with tasks-server mint-token and create it, e.g. kubectl -n $NAMESPACE create secret generic $API_TOKENS_SECRET --from-file=api_tokens=./api_tokens (docs/runbooks/deploy-workflows.md)"
     kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" get secret "$TEST_TOKEN_SECRET" >/dev/null 2>&1 \
