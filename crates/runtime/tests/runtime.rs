@@ -5,32 +5,10 @@ use std::time::{Duration, Instant};
 use actix_web::{App, HttpResponse, web};
 use tasks_health::shutdown::ShutdownSettings;
 use tasks_runtime::{ApiOptions, ListenerSettings, RuntimeError, Service};
+use tasks_test_support::http::HttpClient;
+use tasks_test_support::poll::eventually;
 
-async fn status(url: &str) -> Option<u16> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
-    client
-        .get(url)
-        .send()
-        .await
-        .ok()
-        .map(|r| r.status().as_u16())
-}
-
-/// Polls `condition` every 20 ms for at most 10 s.
-async fn eventually<F, Fut>(what: &str, condition: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+const WITHIN: Duration = Duration::from_secs(10);
 
 #[actix_web::test]
 async fn a_stop_request_fails_readiness_first_then_closes_the_api_then_the_admin_listener() {
@@ -57,24 +35,32 @@ async fn a_stop_request_fails_readiness_first_then_closes_the_api_then_the_admin
     let stop = service.stop_handle();
     let running = actix_web::rt::spawn(service.run_until_stopped());
 
-    let (hello, readyz) = (
-        format!("http://{api}/hello"),
-        format!("http://{admin}/readyz"),
+    let (api, admin) = (
+        HttpClient::new(format!("http://{api}")),
+        HttpClient::new(format!("http://{admin}")),
     );
-    eventually("the API to answer", || async {
-        status(&hello).await == Some(200)
-    })
-    .await;
-    assert_eq!(status(&readyz).await, Some(200), "ready before the stop");
-    assert_eq!(status(&format!("http://{admin}/metrics")).await, Some(200));
-
-    stop.stop();
-    eventually("readiness to fail", || async {
-        status(&readyz).await == Some(503)
+    let status = |client: &HttpClient, path: &'static str| {
+        let client = client.clone();
+        async move { client.status(path).await.map(|status| status.as_u16()) }
+    };
+    eventually("the API to answer", WITHIN, || async {
+        status(&api, "/hello").await == Some(200)
     })
     .await;
     assert_eq!(
-        status(&hello).await,
+        status(&admin, "/readyz").await,
+        Some(200),
+        "ready before the stop"
+    );
+    assert_eq!(status(&admin, "/metrics").await, Some(200));
+
+    stop.stop();
+    eventually("readiness to fail", WITHIN, || async {
+        status(&admin, "/readyz").await == Some(503)
+    })
+    .await;
+    assert_eq!(
+        status(&api, "/hello").await,
         Some(200),
         "the API keeps serving during the drain delay"
     );
@@ -82,8 +68,16 @@ async fn a_stop_request_fails_readiness_first_then_closes_the_api_then_the_admin
         .await
         .expect("task")
         .expect("a requested stop is a clean stop");
-    assert_eq!(status(&hello).await, None, "the API listener is closed");
-    assert_eq!(status(&readyz).await, None, "the admin listener is closed");
+    assert_eq!(
+        status(&api, "/hello").await,
+        None,
+        "the API listener is closed"
+    );
+    assert_eq!(
+        status(&admin, "/readyz").await,
+        None,
+        "the admin listener is closed"
+    );
 }
 
 #[actix_web::test]
