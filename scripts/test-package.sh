@@ -10,13 +10,13 @@
 #     crate's rust-version, and none is a workspace crate outside the packaged set.
 # Prints PASS/FAIL per crate and ends with "package: N passed, M failed".
 #
-#   scripts/test-package.sh [CRATE...]     (default: the four reusable crates)
+#   scripts/test-package.sh [CRATE...]     (default: the six reusable crates)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CRATES=("$@")
-[[ ${#CRATES[@]} -eq 0 ]] && CRATES=(tasks-config tasks-health tasks-telemetry tasks-postgres)
+[[ ${#CRATES[@]} -eq 0 ]] && CRATES=(tasks-config tasks-health tasks-telemetry tasks-postgres tasks-runtime tasks-auth)
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
