@@ -1,0 +1,108 @@
+"""Bringing the whole cluster up and down: network, registry, control plane, nodes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from . import control_plane, network, node, paths, process
+
+REGISTRY_PORT = 5000
+#: The registry listens on the bridge address: the nodes' containerd pulls from there.
+REGISTRY_ADDRESS = f"{network.HOST_ADDRESS}:{REGISTRY_PORT}"
+
+
+def info_file() -> Path:
+    return paths.STATE / "cluster.json"
+
+
+def nodes(count: int = 1) -> list[network.Node]:
+    return [network.Node(index) for index in range(1, count + 1)]
+
+
+def up(node_count: int = 1) -> dict:
+    """Start everything; returns what scenarios need (kubeconfig, registry, timings)."""
+    from . import images, registry
+
+    started = time.monotonic()
+    paths.STATE.mkdir(parents=True, exist_ok=True)
+    network.check_free()
+    network.up_host()
+    timings: dict[str, float] = {}
+    registry.serve(REGISTRY_ADDRESS)
+    pause = registry.push_content(REGISTRY_ADDRESS, images.pause())
+    timings.update(control_plane.up())
+    for member in nodes(node_count):
+        for step, seconds in node.up(member, registry=REGISTRY_ADDRESS, pause_image=pause).items():
+            timings[f"{member.name}/{step}"] = seconds
+    timings["total"] = time.monotonic() - started
+    info = {
+        "kubeconfig": str(control_plane.admin_kubeconfig()),
+        "registry": REGISTRY_ADDRESS,
+        "nodes": [member.name for member in nodes(node_count)],
+        "api_server": control_plane.API_SERVER,
+        "pause_image": pause,
+        "timings": {name: round(value, 1) for name, value in timings.items()},
+    }
+    info_file().write_text(json.dumps(info, indent=2))
+    return info
+
+
+def down() -> None:
+    """Stop everything this checkout's cluster started and remove its state."""
+    from . import registry
+
+    count = 9
+    for index in range(count, 0, -1):
+        member = network.Node(index)
+        if any(process.pid(name) for name in node.names(member)) or (paths.STATE / member.name).exists():
+            node.down(member)
+        else:
+            network.down_node(member)
+    control_plane.down()
+    registry.stop()
+    _remove_stale_pod_namespaces()
+    network.down_host()
+    run_root = node.run_dir(network.Node(1)).parent
+    shutil.rmtree(run_root, ignore_errors=True)
+    if paths.STATE.exists():
+        logs = paths.STATE / "logs"
+        keep = paths.REPO / "target" / "cluster-logs"
+        if logs.exists():
+            shutil.rmtree(keep, ignore_errors=True)
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(logs, keep)
+        shutil.rmtree(paths.STATE, ignore_errors=True)
+
+
+def _remove_stale_pod_namespaces() -> None:
+    """Pod network namespaces no process uses any more (their containerd is gone)."""
+    in_use = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                in_use.add((entry / "ns" / "net").stat().st_ino)
+            except (FileNotFoundError, PermissionError, ProcessLookupError):
+                continue
+    netns_dir = Path("/var/run/netns")
+    if not netns_dir.exists():
+        return
+    for entry in netns_dir.glob("cni-*"):
+        try:
+            inode = entry.stat().st_ino
+        except OSError:
+            inode = None
+        if inode not in in_use:
+            network.run("umount", str(entry), check=False)
+            entry.unlink(missing_ok=True)
+
+
+def status() -> str:
+    lines = []
+    for name in sorted(p.name for p in process.pids_dir().iterdir()) if process.pids_dir().exists() else []:
+        lines.append(f"{name:32} {'running' if process.running(name) else 'stopped'}")
+    if process.running("kube-apiserver"):
+        lines.append(control_plane.kubectl("get", "nodes,pods", "-A", "-o", "wide", check=False).stdout)
+    return "\n".join(lines) or "no cluster"
