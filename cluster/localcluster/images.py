@@ -1,7 +1,7 @@
 """The images the cluster needs beside the service's own: PostgreSQL and pause.
 
 No image registry outside this machine is reachable, so both are built here from
-Debian packages (docs/adr/0010-cluster-postgresql-image.md):
+Debian packages (docs/adr/0011-cluster-postgresql-and-pause-images.md):
 
 - ``postgres()``: Debian trixie's ``postgresql-17`` on a ``debootstrap --variant=minbase``
   root filesystem, trimmed of what a server image does not use, with our own entrypoint
@@ -58,7 +58,7 @@ PAUSE_PACKAGE = "catatonit"
 PAUSE_UID = 65535
 
 #: Bumped whenever the recipe below changes what goes into an image.
-RECIPE = "2"
+RECIPE = "3"
 
 
 class ImageError(RuntimeError):
@@ -410,6 +410,7 @@ def _build_postgres(out: Path, debian: str, started: float) -> dict:
             target.unlink()
     _trim_docs(rootfs)
     _clean_runtime_dirs(rootfs)
+    _listen_on_all_addresses(rootfs)
     # The directories of the interface: PGDATA's parent volume, the socket directory
     # (world-writable and sticky, as the official image), the init scripts.
     _mkdir(rootfs / "var/lib/postgresql/data", 0o1777, POSTGRES_UID)
@@ -470,6 +471,20 @@ def _postgres_user(rootfs: Path) -> None:
             gid = POSTGRES_UID if st.st_gid == old_gid else st.st_gid
             if (uid, gid) != (st.st_uid, st.st_gid):
                 os.lchown(path, uid, gid)
+
+
+def _listen_on_all_addresses(rootfs: Path) -> None:
+    """initdb's postgresql.conf listens on every address, as the official image's does.
+
+    PostgreSQL's own default is ``localhost``; the chart sets no ``listen_addresses`` and
+    relies on the image, so without this the Service would reach nothing.
+    """
+    sample = rootfs / f"usr/share/postgresql/{POSTGRES_MAJOR}/postgresql.conf.sample"
+    text = sample.read_text()
+    changed, count = re.subn(r"^#?listen_addresses\s*=\s*\S+", "listen_addresses = '*'", text, count=1, flags=re.M)
+    if count != 1:
+        raise ImageError(f"{sample}: no listen_addresses line to change")
+    sample.write_text(changed)
 
 
 def _drop_jit(rootfs: Path) -> None:

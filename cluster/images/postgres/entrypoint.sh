@@ -1,7 +1,7 @@
 #!/bin/sh
 # Entrypoint of the cluster's PostgreSQL image (Debian trixie's postgresql-17), written
 # for this project. It implements the documented interface of the official image's
-# entrypoint that the chart relies on (docs/adr/0010-cluster-postgresql-image.md):
+# entrypoint that the chart relies on (docs/adr/0011-cluster-postgresql-and-pause-images.md):
 #
 #   docker-entrypoint.sh postgres [ARG...]   (or only -flags: "postgres" is prepended)
 #
