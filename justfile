@@ -138,6 +138,18 @@ rollback-staging *revision:
 test-deploy:
     scripts/test-deploy.sh
 
+# Start a real single-node Kubernetes (built from the Go module proxy, cached) with a registry on its bridge; state under .cluster/.
+cluster-up:
+    scripts/cluster.sh up
+
+# Stop everything cluster-up started and remove its state (logs are kept in target/cluster-logs).
+cluster-down:
+    scripts/cluster.sh down
+
+# The release on a real cluster: images and chart through the registry, install, helm test, upgrade under load, crashes, rollback, uninstall (Helm 4 and 3).
+test-cluster:
+    scripts/cluster.sh test
+
 # Lifecycle rehearsal: the production chart played with real processes (first start of 8, rolling update under load, pod crash, database restart).
 rehearse:
     rehearsal/run.sh

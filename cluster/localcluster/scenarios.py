@@ -1,0 +1,427 @@
+"""The release's lifecycle on the real cluster, with Helm 3 and Helm 4.
+
+Each scenario prints its figures and records checks that can fail; the last line is
+``cluster: N passed, M failed`` for the suite runner. The scenarios take the cluster
+as they find it (``cluster.json``: kubeconfig and registry), so the same code runs on
+the cluster ``localcluster up`` starts and on any other (a kind cluster in CI) given a
+kubeconfig and a registry its nodes pull from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from . import load, paths
+
+RELEASE = "tasks"
+CHART = paths.REPO / "deploy" / "helm" / "tasks"
+LOCAL_VALUES = paths.REPO / "deploy" / "helm" / "values" / "local.yaml"
+#: The development token of the local overlay (its hash is in local.yaml).
+TOKEN = "tkn_KpjZknNw_u0cKrrnbc6HVe8hc4yv8r7vVR2e6JM1378"
+APP_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=backend"
+PG_POD = f"{RELEASE}-postgresql-0"
+
+
+class Results:
+    """Checks and figures; prints each as it is recorded."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed: list[str] = []
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        print(f"{'PASS' if ok else 'FAIL'} {name}{f' ({detail})' if detail else ''}", flush=True)
+        if ok:
+            self.passed += 1
+        else:
+            self.failed.append(name)
+        return ok
+
+    def figure(self, scenario: str, **figures) -> None:
+        print(f"FIGURES {scenario}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+
+    def summary(self) -> str:
+        return f"cluster: {self.passed} passed, {len(self.failed)} failed"
+
+
+@dataclasses.dataclass
+class Release:
+    """What one chart release runs: the app image by digest, and its version string."""
+
+    image: str  # registry/repository@sha256:...
+    version: str
+
+    def sets(self) -> list[str]:
+        registry, rest = self.image.split("/", 1)
+        repository, digest = rest.split("@", 1)
+        return [f"image.registry={registry}", f"image.repository={repository}", f"image.digest={digest}", "image.pullPolicy=IfNotPresent"]
+
+
+class Kube:
+    def __init__(self, kubeconfig: str, namespace: str):
+        self.kubeconfig, self.namespace = kubeconfig, namespace
+        self.kubectl_bin = str(paths.REPO / ".tools" / "bin" / "kubectl")
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120, namespaced: bool = True) -> subprocess.CompletedProcess:
+        argv = [self.kubectl_bin, "--kubeconfig", self.kubeconfig, *(["-n", self.namespace] if namespaced else []), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.run("get", *args, "-o", "json").stdout)
+
+    def pods(self, selector: str) -> list[dict]:
+        return [p for p in self.json("pods", "-l", selector)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+    def psql(self, sql: str) -> str:
+        return self.run("exec", PG_POD, "-c", "postgresql", "--", "psql", "-U", "postgres", "-d", "tasks", "-tAc", sql).stdout.strip()
+
+    def service_address(self, name: str, port_name: str = "http") -> tuple[str, int]:
+        service = self.json("service", name)
+        port = next(p["port"] for p in service["spec"]["ports"] if p.get("name") == port_name)
+        return service["spec"]["clusterIP"], port
+
+
+def ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+def restarts(pod: dict) -> int:
+    return sum(s.get("restartCount", 0) for s in pod.get("status", {}).get("containerStatuses", []))
+
+
+def poll(what: str, condition, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except Exception as error:  # the API or a pod may be on its way
+            last, value = error, None
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout:.0f}s{f' (last error: {last})' if last else ''}")
+
+
+class Helm:
+    def __init__(self, binary: str, kubeconfig: str, namespace: str):
+        self.binary, self.kubeconfig, self.namespace = binary, kubeconfig, namespace
+        self.version = subprocess.run([binary, "version", "--short"], capture_output=True, text=True).stdout.strip()
+        self.major = self.version.lstrip("v").split(".")[0]
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        argv = [self.binary, "--kubeconfig", self.kubeconfig, "-n", self.namespace, *args]
+        print(f"$ helm {' '.join(args)}", flush=True)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def container_pids(pod_uid: str, command: str) -> list[int]:
+    """Host pids of the processes named ``command`` in the pod's cgroup (cgroupfs driver)."""
+    found = []
+    marker = f"pod{pod_uid}"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != command:
+                continue
+            if marker in (entry / "cgroup").read_text():
+                found.append(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def main_process(pids: list[int]) -> int | None:
+    """The one whose parent is not in the list (the container's first process)."""
+    for pid in pids:
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[1])
+        except (FileNotFoundError, IndexError):
+            continue
+        if parent not in pids:
+            return pid
+    return None
+
+
+class Lifecycle:
+    """Install, test, upgrade, disruptions, rollback and uninstall of one release,
+    driven by one Helm binary in a namespace of its own."""
+
+    def __init__(self, results: Results, helm_binary: str, kubeconfig: str, chart_ref: str, chart_version: str,
+                 postgres_sets: list[str], releases: tuple[Release, Release], *, disruptions: bool):
+        self.r = results
+        self.namespace = f"tasks-helm{Helm(helm_binary, kubeconfig, 'default').major}"
+        self.helm = Helm(helm_binary, kubeconfig, self.namespace)
+        self.kube = Kube(kubeconfig, self.namespace)
+        self.chart_ref, self.chart_version = chart_ref, chart_version
+        self.postgres_sets = postgres_sets
+        self.release_n, self.release_next = releases
+        self.disruptions = disruptions
+        self.tag = f"helm {self.helm.version}"
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _values(self, release: Release) -> list[str]:
+        args = ["-f", str(LOCAL_VALUES)]
+        for item in [*release.sets(), *self.postgres_sets, "replicaCount=2", "config.log.format=json", "config.log.level=info"]:
+            args += ["--set", item]
+        return args
+
+    def _deploy(self, verb: str, release: Release, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+        started = time.monotonic()
+        result = self.helm.run(verb, RELEASE, self.chart_ref, "--version", self.chart_version, *self._values(release),
+                               "--wait", "--timeout", "5m", *extra)
+        return result, time.monotonic() - started
+
+    def _pg(self) -> dict:
+        return self.kube.json("pod", PG_POD)
+
+    def _app_pods(self) -> list[dict]:
+        return self.kube.pods(APP_SELECTOR)
+
+    def _api(self) -> tuple[str, int]:
+        return self.kube.service_address(RELEASE)
+
+    def _all_apps_on(self, release: Release) -> bool:
+        pods = self._app_pods()
+        digest = release.image.split("@", 1)[1]
+        return len(pods) == 2 and all(ready(p) and p["spec"]["containers"][0]["image"].endswith(digest) for p in pods)
+
+    def _fail_logs(self) -> None:
+        print(self.kube.run("get", "pods,pvc,events", "-o", "wide", check=False).stdout[-4000:])
+
+    # -- scenarios -------------------------------------------------------------------
+
+    def run(self) -> None:
+        print(f"\n=== lifecycle with {self.tag} in namespace {self.namespace}", flush=True)
+        self.kube.run("create", "namespace", self.namespace, namespaced=False, check=False)
+        try:
+            self.install()
+            self.upgrade_under_load()
+            if self.disruptions:
+                self.app_crash()
+                self.database_pod_deleted()
+                self.database_killed()
+            self.rollback_and_uninstall()
+        except (TimeoutError, RuntimeError, subprocess.TimeoutExpired) as error:
+            self.r.check(f"[{self.tag}] lifecycle ran to the end", False, str(error)[:2000])
+            self._fail_logs()
+        finally:
+            self.helm.run("uninstall", RELEASE, "--wait", "--timeout", "2m")
+            self.kube.run("delete", "pvc", "--all", "--wait=true", check=False)
+            self.kube.run("delete", "namespace", self.namespace, "--wait=true", namespaced=False, check=False, timeout=300)
+
+    def install(self) -> None:
+        result, seconds = self._deploy("install", self.release_n)
+        if not self.r.check(f"[{self.tag}] install of the local overlay from {self.chart_ref}", result.returncode == 0, result.stderr.strip()[-1500:]):
+            raise RuntimeError("install failed")
+        self.pg_uid = self._pg()["metadata"]["uid"]
+        before = self.kube.psql("SELECT count(*) FROM tasks")
+        started = time.monotonic()
+        test = self.helm.run("test", RELEASE, "--logs", "--timeout", "3m")
+        test_seconds = time.monotonic() - started
+        self.r.check(f"[{self.tag}] helm test --logs passes", test.returncode == 0, (test.stdout + test.stderr).strip()[-1500:])
+        after = self.kube.psql("SELECT count(*) FROM tasks")
+        self.r.check(f"[{self.tag}] helm test leaves no data behind", before == after, f"tasks before {before}, after {after}")
+        self.r.figure("install", helm=self.helm.version, ready_s=round(seconds, 1), test_s=round(test_seconds, 1),
+                      postgres_pod_uid=self.pg_uid)
+
+    def upgrade_under_load(self) -> None:
+        host, port = self._api()
+        pg_before = self._pg()
+        old_pods = self._app_pods()
+        wrk = load.Wrk(f"http://{host}:{port}", TOKEN, seconds=300)
+        poll("load is being served", lambda: wrk.running(), 10)
+        time.sleep(1)  # let the load establish its connections before the rollout starts
+        rollout_started = time.monotonic()
+        upgrade = subprocess.Popen(
+            [self.helm.binary, "--kubeconfig", self.helm.kubeconfig, "-n", self.namespace, "upgrade", RELEASE, self.chart_ref,
+             "--version", self.chart_version, *self._values(self.release_next), "--wait", "--timeout", "5m"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # While old pods still serve, the new release's migration lands: ask an old pod
+        # directly, against the new schema.
+        old_answers = []
+        try:
+            poll("the new release's migration is applied", lambda: self.kube.psql(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks' AND column_name = 'rehearsal_next'") == "1", 240)
+            for pod in old_pods:
+                ip = pod["status"].get("podIP")
+                try:
+                    status_get, _ = load.request(ip, 8080, "GET", "/v1/tasks?limit=1", TOKEN)
+                    status_post, created = load.request(ip, 8080, "POST", "/v1/tasks", TOKEN, {"title": "old pod, new schema"})
+                    old_answers.append((pod["metadata"]["name"], status_get, status_post))
+                except OSError as error:
+                    old_answers.append((pod["metadata"]["name"], type(error).__name__, ""))
+        finally:
+            output, _ = upgrade.communicate(timeout=400)
+        rollout_ended = time.monotonic()
+        summary = wrk.stop()
+        self.r.check(f"[{self.tag}] upgrade to the next release (new version, expand migration)", upgrade.returncode == 0, output.strip()[-1500:])
+        answered = [a for a in old_answers if a[1] == 200 and a[2] == 201]
+        self.r.check(f"[{self.tag}] old pods answered against the new schema during the upgrade", len(answered) >= 1,
+                     f"{old_answers}")
+        self.r.check(f"[{self.tag}] upgrade under load: 0 failed requests", summary["failed"] == 0 and summary["requests"] > 0,
+                     f"{summary['requests']} requests, {summary['failed']} failed")
+        self.r.check(f"[{self.tag}] the load spanned the whole rollout",
+                     summary["started"] < rollout_started and summary["ended"] > rollout_ended,
+                     f"load {summary['started']:.1f}-{summary['ended']:.1f}, rollout {rollout_started:.1f}-{rollout_ended:.1f}")
+        self.r.check(f"[{self.tag}] every app pod runs the next release", self._all_apps_on(self.release_next))
+        pg_after = self._pg()
+        self.r.check(f"[{self.tag}] the PostgreSQL pod is the same pod after the upgrade (UID, no restart)",
+                     pg_after["metadata"]["uid"] == pg_before["metadata"]["uid"] and restarts(pg_after) == restarts(pg_before),
+                     f"uid {pg_before['metadata']['uid']} -> {pg_after['metadata']['uid']}, restarts {restarts(pg_before)} -> {restarts(pg_after)}")
+        self.r.figure("upgrade", helm=self.helm.version, requests=summary["requests"], failed=summary["failed"],
+                      p99_ms=summary["p99_ms"], rollout_s=round(rollout_ended - rollout_started, 1),
+                      postgres_uid_before=pg_before["metadata"]["uid"], postgres_uid_after=pg_after["metadata"]["uid"])
+
+    def app_crash(self) -> None:
+        pods = sorted(self._app_pods(), key=lambda p: p["metadata"]["name"])
+        victim, survivor = pods[0], pods[1]
+        watcher = load.Watcher(survivor["status"]["podIP"], 8080, TOKEN, limit_seconds=120)
+        watcher.start()
+        pid = main_process(container_pids(victim["metadata"]["uid"], "tasks-server"))
+        if not self.r.check(f"[{self.tag}] app crash: found the container's process", pid is not None):
+            watcher.stop()
+            return
+        before = restarts(victim)
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        name = victim["metadata"]["name"]
+        back = poll("the crashed app container is restarted and ready", lambda: (
+            (p := self.kube.json("pod", name)) and restarts(p) > before and ready(p)), 120)
+        recovered = time.monotonic() - killed
+        watcher.stop()
+        self.r.check(f"[{self.tag}] app crash: the container was restarted", bool(back), f"restarts {before} -> {restarts(self.kube.json('pod', name))}")
+        self.r.check(f"[{self.tag}] app crash: the other pod kept answering", not watcher.failures and watcher.answered > 0,
+                     f"{watcher.answered} answered, {len(watcher.failures)} failed")
+        self.r.figure("app-crash", helm=self.helm.version, restart_to_ready_s=round(recovered, 1), survivor_answers=watcher.answered)
+
+    def _database_outage(self, label: str, disrupt) -> None:
+        host, port = self._api()
+        apps_before = {p["metadata"]["name"]: restarts(p) for p in self._app_pods()}
+        writer = load.Writer(host, port, TOKEN, limit_seconds=300)
+        writer.start()
+        poll("writes are acknowledged before the outage", lambda: len(writer.acknowledged) >= 20, 60)
+        acked_before = len(writer.acknowledged)
+        pg_before = self._pg()
+        started = time.monotonic()
+        disrupt(pg_before)
+        poll(f"PostgreSQL is ready again after {label}", lambda: (
+            (p := self._pg()) and ready(p) and (p["metadata"]["uid"] != pg_before["metadata"]["uid"] or restarts(p) > restarts(pg_before))), 300)
+        outage = time.monotonic() - started
+        # The app's readiness follows the database; writes are acknowledged again.
+        count = len(writer.acknowledged)
+        poll("writes are acknowledged again", lambda: len(writer.acknowledged) > count + 5, 120)
+        writer.stop()
+        found, missing = writer.read_back()
+        self.r.check(f"[{self.tag}] {label}: writes were acknowledged before it", acked_before >= 20, f"{acked_before}")
+        self.r.check(f"[{self.tag}] {label}: every acknowledged write is read back", not missing,
+                     f"{found} of {len(writer.acknowledged)} read back; missing {missing[:5]}")
+        apps_after = {p["metadata"]["name"]: restarts(p) for p in self._app_pods()}
+        self.r.check(f"[{self.tag}] {label}: no app pod restarted (liveness does not depend on the database)",
+                     apps_after == apps_before, f"{apps_before} -> {apps_after}")
+        self.r.figure(label.replace(" ", "-"), helm=self.helm.version, acknowledged=len(writer.acknowledged),
+                      refused_during_outage=writer.refused, database_back_s=round(outage, 1))
+
+    def database_pod_deleted(self) -> None:
+        self._database_outage("database pod deleted", lambda pod: self.kube.run("delete", "pod", PG_POD, "--wait=false"))
+
+    def database_killed(self) -> None:
+        def kill(pod: dict) -> None:
+            pid = main_process(container_pids(pod["metadata"]["uid"], "postgres"))
+            if pid is None:
+                raise RuntimeError("the PostgreSQL server's process was not found")
+            os.kill(pid, signal.SIGKILL)
+
+        self._database_outage("database server SIGKILLed", kill)
+
+    def rollback_and_uninstall(self) -> None:
+        host, port = self._api()
+        status, created = load.request(host, port, "POST", "/v1/tasks", TOKEN, {"title": "survives rollback and uninstall"})
+        self.r.check(f"[{self.tag}] a task written before the rollback", status == 201, f"HTTP {status}")
+        task_id = (created or {}).get("id")
+        started = time.monotonic()
+        rollback = self.helm.run("rollback", RELEASE, "1", "--wait", "--timeout", "5m")
+        self.r.check(f"[{self.tag}] helm rollback to release N", rollback.returncode == 0 and self._all_apps_on(self.release_n),
+                     (rollback.stdout + rollback.stderr).strip()[-1500:])
+        status, _ = load.request(host, port, "GET", f"/v1/tasks/{task_id}", TOKEN)
+        self.r.check(f"[{self.tag}] release N reads the data after the rollback (schema of N+1 kept)", status == 200, f"HTTP {status}")
+        rollback_seconds = time.monotonic() - started
+        uninstall = self.helm.run("uninstall", RELEASE, "--wait", "--timeout", "3m")
+        self.r.check(f"[{self.tag}] helm uninstall", uninstall.returncode == 0, uninstall.stderr.strip()[-800:])
+        pvcs = [p["metadata"]["name"] for p in self.kube.json("pvc")["items"]]
+        self.r.check(f"[{self.tag}] the database PVC survives uninstall", any("postgresql" in name for name in pvcs), f"{pvcs}")
+        result, _ = self._deploy("install", self.release_n)
+        self.r.check(f"[{self.tag}] reinstall on the kept PVC", result.returncode == 0, result.stderr.strip()[-800:])
+        host, port = self._api()
+        status, document = load.request(host, port, "GET", f"/v1/tasks/{task_id}", TOKEN)
+        self.r.check(f"[{self.tag}] the data survived uninstall", status == 200 and (document or {}).get("title") == "survives rollback and uninstall",
+                     f"HTTP {status}")
+        self.r.figure("rollback-uninstall", helm=self.helm.version, rollback_s=round(rollback_seconds, 1), kept_pvcs=len(pvcs))
+
+
+def storage_fixtures(kube: Kube, node_names: list[str], count: int = 6) -> None:
+    """A default StorageClass and static local volumes on the first node.
+
+    The cluster has no dynamic provisioner (none can be fetched here); the chart's claims
+    name no class, so they bind to these through the default class, exactly as they
+    would to a provisioner's volumes (WaitForFirstConsumer: bound when the pod is placed).
+    """
+    manifests = [{
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "local", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Retain",
+    }]
+    for index in range(count):
+        directory = paths.STATE / node_names[0] / "volumes" / f"pv{index}"
+        directory.mkdir(parents=True, exist_ok=True)
+        manifests.append({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": f"local-pv{index}"},
+            "spec": {
+                "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "local",
+                "local": {"path": str(directory)},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [node_names[0]]}]}]}},
+            },
+        })
+    document = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+    result = subprocess.run([kube.kubectl_bin, "--kubeconfig", kube.kubeconfig, "apply", "-f", "-"],
+                            input=document, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"storage fixtures: {result.stderr}")
+
+
+def run_all(info: dict, artefacts: dict) -> Results:
+    """Every scenario with Helm 4 and the install/upgrade/rollback path with Helm 3.
+
+    ``artefacts``: ``release_n``/``release_next`` (Release), ``postgres_image``
+    (registry/repository@digest), ``charts`` (helm major -> (oci ref, version)),
+    ``helms`` (major -> binary path).
+    """
+    results = Results()
+    kube = Kube(info["kubeconfig"], "default")
+    storage_fixtures(kube, info["nodes"])
+    registry, rest = artefacts["postgres_image"].split("/", 1)
+    repository, digest = rest.split("@", 1)
+    postgres_sets = [f"postgresql.image.registry={registry}", f"postgresql.image.repository={repository}",
+                     "postgresql.image.tag=17.12", f"postgresql.image.digest={digest}"]
+    releases = (artefacts["release_n"], artefacts["release_next"])
+    for major, disruptions in (("4", True), ("3", False)):
+        chart_ref, chart_version = artefacts["charts"][major]
+        Lifecycle(results, artefacts["helms"][major], info["kubeconfig"], chart_ref, chart_version, postgres_sets,
+                  releases, disruptions=disruptions).run()
+    print(results.summary(), flush=True)
+    return results

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Thin entry to the cluster package (cluster/localcluster, Python): a real single-node
+# Kubernetes built from the Go module proxy, a registry on the cluster's bridge, and the
+# release scenarios run on them.
+#
+#   scripts/cluster.sh up|down|status|test|build-tools
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ "$(id -u)" != 0 ]]; then
+    echo "cluster: a node needs root (network namespaces, mounts, cgroups); run as root" >&2
+    exit 1
+fi
+"$ROOT/scripts/ensure-tools.sh" helm helm3 kubectl wrk >&2
+export PATH="$ROOT/.tools/bin:$PATH"
+PYTHONPATH="$ROOT/cluster${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m localcluster "$@"
