@@ -105,8 +105,10 @@ def _tail(text: str, lines: int = 40) -> str:
 
 
 def _run(args: list[str], *, what: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-         timeout: float = COMMAND_TIMEOUT_S, error: type[RegistryError] = RegistryError) -> str:
-    """Run a command, return its stdout; on failure raise ``error`` with its output."""
+         timeout: float = COMMAND_TIMEOUT_S, error: type[RegistryError] = RegistryError,
+         with_stderr: bool = False) -> str:
+    """Run a command, return its stdout (and stderr after it when ``with_stderr``); on
+    failure raise ``error`` with its output."""
     try:
         result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
                                 timeout=timeout, stdin=subprocess.DEVNULL)
@@ -117,7 +119,7 @@ def _run(args: list[str], *, what: str, env: dict[str, str] | None = None, cwd: 
     if result.returncode != 0:
         raise error(f"{what} failed (exit {result.returncode}): {' '.join(map(str, args))}\n"
                     f"{_tail(result.stdout + result.stderr)}")
-    return result.stdout
+    return result.stdout + (result.stderr if with_stderr else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,14 +308,21 @@ def _source_for(version: str, version_suffix: str | None) -> Path:
     return copy
 
 
+def _target_dir() -> Path:
+    configured = os.environ.get("CARGO_TARGET_DIR")
+    return Path(configured) if configured else paths.REPO / "target"
+
+
 def build_binaries(version_suffix: str | None = None) -> dict[str, Path]:
     """Static tasks-server binaries per platform (release profile, as scripts/image.sh builds them)."""
     ensure_cross_toolchain()
     version = service_version(version_suffix)
     source = _source_for(version, version_suffix)
     env = dict(os.environ)
-    # One target directory for the checkout and the copies: the dependencies build once.
-    env["CARGO_TARGET_DIR"] = str(paths.REPO / "target")
+    # One target directory for the checkout and the copies (and scripts/image.sh, for
+    # amd64): the dependencies build once. CARGO_TARGET_DIR, when set, is that directory.
+    target_dir = _target_dir()
+    env["CARGO_TARGET_DIR"] = str(target_dir)
     env[f"CC_{PLATFORMS['arm64'].replace('-', '_')}"] = ARM64_CC
     env[f"CARGO_TARGET_{PLATFORMS['arm64'].replace('-', '_').upper()}_LINKER"] = ARM64_CC
     if version_suffix is not None:
@@ -326,7 +335,7 @@ def build_binaries(version_suffix: str | None = None) -> dict[str, Path]:
         _run(["cargo", "build", "--release", "--locked", "--target", target, "-p", "tasks-server"],
              what=f"building tasks-server for {target}", env=env, cwd=source, timeout=CARGO_TIMEOUT_S)
         log(f"built tasks-server for linux/{platform} in {time.monotonic() - started:.0f}s")
-        built = paths.REPO / "target" / target / "release" / "tasks-server"
+        built = target_dir / target / "release" / "tasks-server"
         # Copies and the checkout share the target directory: keep each version's binary.
         keep = paths.STATE / "build" / f"tasks-server-{version}-{platform}"
         keep.parent.mkdir(parents=True, exist_ok=True)
@@ -685,16 +694,20 @@ def publish_chart(registry: Registry, chart_dir: Path, helm_binary: Path,
             raise RegistryError(f"helm package wrote {packages}: {package_out}")
         package = packages[0]
         push_out = _run([helm, "push", str(package), f"oci://{registry.address}/{repository}", "--plain-http"],
-                        what=f"helm ({major}) push", env=env)
+                        what=f"helm ({major}) push", env=env, with_stderr=True)
     name, _, version = package.name[: -len(".tgz")].rpartition("-")
-    pushed = re.search(r"Pushed: (\S+)", push_out + "")
     digest = re.search(r"Digest: (sha256:[0-9a-f]{64})", push_out)
     reference = f"oci://{registry.address}/{repository}/{name}:{version}"
+    if digest is None:
+        raise RegistryError(f"helm push printed no digest:\n{push_out}")
+    remote = registry.crane("digest", reference.removeprefix("oci://"), what="crane digest").strip()
+    if remote != digest.group(1):
+        raise RegistryError(f"{reference} resolves to {remote}, helm pushed {digest.group(1)}")
     shown = _run([helm, "show", "chart", reference, "--plain-http"], what=f"helm ({major}) show chart {reference}", env=env)
     if not re.search(rf"^name: {re.escape(name)}$", shown, re.MULTILINE) or not re.search(
             rf"^version: {re.escape(version)}$", shown, re.MULTILINE):
         raise RegistryError(f"helm show chart {reference} does not show {name} {version}:\n{shown}")
-    log(f"helm {major} pushed {pushed.group(1) if pushed else reference} ({digest.group(1) if digest else 'no digest printed'})")
+    log(f"helm {major} pushed {reference} ({digest.group(1)})")
     return reference
 
 
