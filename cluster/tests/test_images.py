@@ -17,6 +17,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -143,6 +144,7 @@ class Pod:
         secret = named(manifests, "Secret", volumes["credentials"]["secret"]["secretName"])
         self.passwords = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.names: list[str] = []
         self.dirs: dict[str, Path] = {}
         for volume in self.spec["volumes"]:
@@ -195,6 +197,8 @@ class Pod:
         ]
         if security.get("readOnlyRootFilesystem"):
             args.append("--read-only")
+        for capability in security.get("capabilities", {}).get("add", []):
+            args += ["--cap-add", capability]
         for mount in spec.get("volumeMounts", []):
             source = self.dirs[mount["name"]]
             args += ["--mount", f"type=bind,source={source},target={mount['mountPath']}{',readonly' if mount.get('readOnly') else ''}"]
@@ -213,16 +217,20 @@ class Pod:
 
     def start(self) -> str:
         """Start the pod: every init container in order, then PostgreSQL."""
+        self.init_logs = ""
         for init in self.spec.get("initContainers", []):
             if init.get("restartPolicy") == "Always":
                 continue  # a sidecar: started by the test that needs it
             result = self.run_init(init["name"])
             assert result.returncode == 0, f"init container {init['name']} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
-            self.init_logs = result.stdout + result.stderr
+            self.init_logs += result.stdout + result.stderr
         name = f"pg-{uuid.uuid4().hex[:8]}"
         self.names.append(name)
         docker("run", "--detach", *self._run_args(self.main, name), self.image, *self.main["args"])
         self.name = name
+        pid = docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
+        if pid != "0":  # else it has exited already: wait_ready reports it
+            subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "address", "add", f"{POD_ADDRESS}/32", "dev", "lo"], check=True, timeout=30)
         self.wait_ready()
         return name
 
@@ -337,9 +345,10 @@ def test_postgres_binaries_and_user(postgres_image, postgres_content):
 
 # ---- The chart's pod ---------------------------------------------------------------
 
-#: The pod's address as seen from a container sharing its network namespace: loopback,
-#: but not the 127.0.0.1 that the chart's pg_hba.conf trusts.
-POD_ADDRESS = "127.0.0.2"
+#: The pod's IP: the test's dockerd has no bridge network, so the test gives the pod's
+#: network namespace this address (on lo) and other containers join that namespace.
+#: Connections to it come from it, not from the 127.0.0.1 the chart's pg_hba.conf trusts.
+POD_ADDRESS = "192.0.2.10"
 
 MARKER_SQL = "CREATE TABLE IF NOT EXISTS init_runs (at timestamptz DEFAULT now());\nINSERT INTO init_runs DEFAULT VALUES;\n"
 
@@ -371,7 +380,7 @@ def test_chart_pod_lifecycle(pod: Pod, manifests):
     # The roles: postgres is the bootstrap superuser, the app role owns its database
     # and is no superuser; the settings of the chart's args are in effect.
     assert pod.sql("SELECT rolname FROM pg_roles WHERE oid = 10") == "postgres"
-    assert pod.sql(f"SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = 'postgres'") == "t|t"
+    assert pod.sql("SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = 'postgres'") == "t|t"
     assert pod.sql(
         f"SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = '{app_role}'"
     ) == "f|f|f|f|f|t"
@@ -381,9 +390,8 @@ def test_chart_pod_lifecycle(pod: Pod, manifests):
     assert pod.sql("SHOW shared_buffers") == settings["shared_buffers"]
     assert pod.sql("SELECT count(*) FROM init_runs", database=app_db) == "1"
 
-    # Over TCP from another address than 127.0.0.1 (the test's dockerd has no bridge, so
-    # another container in the pod's network namespace connects to 127.0.0.2), under the
-    # chart's pg_hba.conf: the app role with its password; never postgres, never a wrong
+    # Over TCP to the pod's address (from another container in its network namespace),
+    # under the chart's pg_hba.conf: the app role with its password; never postgres, never a wrong
     # password. The image listens on every address, as the chart's Service needs.
     assert pod.sql("SHOW listen_addresses") == "*"
     def connect(user: str, password: str) -> subprocess.CompletedProcess:
@@ -467,7 +475,7 @@ def backup_dumps(pod: Pod, manifests: list[dict]) -> None:
     assert result.returncode == 0, f"the backup job failed:\n{result.stdout}{result.stderr}"
     dumps = sorted(backups.glob(f"{env['PGDATABASE']}-*.dump"))
     assert len(dumps) == 1 and dumps[0].stat().st_size > 0, result.stdout
-    listing = docker("run", "--rm", "--mount", f"type=bind,source={backups},target=/backups,readonly", pod.image,
+    listing = docker("run", "--rm", "--user", f"{security['runAsUser']}:{security['runAsGroup']}", "--mount", f"type=bind,source={backups},target=/backups,readonly", pod.image,
                      "pg_restore", "--list", f"/backups/{dumps[0].name}").stdout
     assert "TABLE DATA public items" in listing, listing
     print(f"\nbackup job: {dumps[0].name}, {dumps[0].stat().st_size} bytes")
@@ -502,7 +510,8 @@ def test_root_start_drops_to_postgres_and_runs_init_files(postgres_image, tmp_pa
             return docker("exec", name, "pg_isready", "-U", "admin", "-d", "admin", check=False).returncode == 0 and \
                 "initialisation complete" in docker("logs", name).stderr
         eventually(ready, 180, "the root-started server")
-        logs = docker("logs", name).stderr
+        output = docker("logs", name)
+        logs = output.stdout + output.stderr
         assert "sourced as 999, db admin" in logs
         assert "ignoring /docker-entrypoint-initdb.d/30-ignored.txt" in logs
         query = docker("exec", "--user", "999", name, "psql", "-X", "-At", "-U", "admin", "-d", "admin", "-c",
@@ -513,6 +522,32 @@ def test_root_start_drops_to_postgres_and_runs_init_files(postgres_image, tmp_pa
         assert [line.split()[1] for line in status.splitlines() if line.startswith("Uid:")] == ["999"]
     finally:
         docker("rm", "--force", name, check=False)
+
+
+def test_volume_permissions_init_container(postgres_image, tmp_path):
+    """Storage that ignores fsGroup: a root-owned 0755 volume. The chart's opt-in init
+    container (root with CHOWN and DAC_OVERRIDE only) gives it to 999, then the pod starts."""
+    # Without the init container, such a volume stops PostgreSQL from starting.
+    plain = Pod(render(), postgres_image, tmp_path / "plain")
+    os.chown(plain.dirs["data"], 0, 0)
+    os.chmod(plain.dirs["data"], 0o755)
+    try:
+        with pytest.raises(AssertionError, match="PostgreSQL exited"):
+            plain.start()
+    finally:
+        plain.remove()
+
+    pod = Pod(render("--set", "postgresql.volumePermissions.enabled=true"), postgres_image, tmp_path / "fixed")
+    os.chown(pod.dirs["data"], 0, 0)
+    os.chmod(pod.dirs["data"], 0o755)
+    try:
+        pod.start()
+        assert "volume-permissions: /var/lib/postgresql/data now owned by 999:999" in pod.init_logs, pod.init_logs
+        st = pod.dirs["data"].stat()
+        assert (st.st_uid, st.st_gid) == (999, 999)
+        assert (pod.pgdata / "PG_VERSION").read_text().strip() == "17"
+    finally:
+        pod.remove()
 
 
 # ---- TLS: the chart's args with a certificate, and the reloader sidecar ---------------
@@ -537,6 +572,29 @@ def _certificate(directory: Path, common_name: str) -> None:
         partial.rename(directory / file)
 
 
+SERVED_CERTIFICATE = """
+import socket, ssl, struct, sys
+from cryptography import x509
+sock = socket.create_connection((sys.argv[1], 5432), timeout=10)
+sock.sendall(struct.pack("!II", 8, 80877103))  # PostgreSQL's SSLRequest
+assert sock.recv(1) == b"S", "the server refused TLS"
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+with context.wrap_socket(sock) as tls:
+    print(x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).subject.rfc4514_string())
+"""
+
+
+def served_certificate(pod: Pod) -> str:
+    """The subject of the certificate PostgreSQL serves, read in the pod's network namespace."""
+    pid = docker("inspect", "-f", "{{.State.Pid}}", pod.name).stdout.strip()
+    result = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", SERVED_CERTIFICATE, POD_ADDRESS],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_tls_args_and_reloader(postgres_image, tmp_path):
     manifests = render("--set", "postgresql.tls.enabled=true", "--set", "postgresql.tls.existingSecret=pg-tls")
     pod = Pod(manifests, postgres_image, tmp_path)
@@ -544,9 +602,11 @@ def test_tls_args_and_reloader(postgres_image, tmp_path):
         _certificate(pod.dirs["tls"], "first")
         pod.start()
         assert pod.sql("SHOW ssl") == "on"
-        over_tls = docker("exec", "--env", "PGSSLMODE=require", pod.name, "psql", "-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
-                          "-c", "SELECT ssl, version, issuer_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()").stdout.strip()
-        assert over_tls.startswith("t|TLSv1.3|") and over_tls.endswith("CN=first"), over_tls
+        over_tls = docker("exec", "--env", "PGSSLMODE=require", pod.name, "psql", "-X", "-At", "-h", POD_ADDRESS, "-U", "postgres", "-d", "postgres",
+                          "-c", "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", check=False)
+        # postgres over the network is rejected by pg_hba.conf, but only after TLS was set up.
+        assert "pg_hba.conf rejects connection" in over_tls.stderr and "SSL encryption" in over_tls.stderr, over_tls.stderr
+        assert served_certificate(pod) == "CN=first"
         # The sidecar, as rendered, polling every second: a renewed certificate is reloaded.
         sidecar = container(pod.spec, "tls-reloader", init=True)
         name = f"pg-reloader-{uuid.uuid4().hex[:8]}"
@@ -556,9 +616,8 @@ def test_tls_args_and_reloader(postgres_image, tmp_path):
         eventually(lambda: "tls-reloader: watching" in docker("logs", name).stdout, 30, "the reloader to start")
         _certificate(pod.dirs["tls"], "second")
         eventually(lambda: "PostgreSQL reloaded" in docker("logs", name).stdout, 30, "the reloader to reload PostgreSQL")
-        issuer = docker("exec", "--env", "PGSSLMODE=require", pod.name, "psql", "-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
-                        "-c", "SELECT issuer_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()").stdout.strip()
-        assert issuer == "CN=second", issuer
+        assert served_certificate(pod) == "CN=second"
+        assert pod.running() and pod.exit_code() == 0, "the reload must not restart PostgreSQL"
     finally:
         pod.remove()
 
@@ -595,7 +654,7 @@ def test_pause_stays_up_until_signalled(pause_image, signal, exit_code):
             current = state()
             assert current["Running"] and current["Pid"] == pid, current
             time.sleep(0.2)
-        assert docker("top", name, "-o", "uid,args").stdout.split("\n")[1].split()[:3] == ["65535", "/usr/bin/catatonit", "-P"]
+        assert docker("top", name, "-o", "pid,uid,args").stdout.split("\n")[1].split()[1:4] == ["65535", "/usr/bin/catatonit", "-P"]
         started = time.monotonic()
         docker("kill", "--signal", signal, name)
         eventually(lambda: not state()["Running"], 10, f"pause to exit on SIG{signal}")
