@@ -489,6 +489,10 @@ def test_empty_password_refuses_to_initialise(postgres_image, tmp_path):
     assert result.returncode != 0
     assert "no superuser password is set" in result.stderr
     assert not any(data.iterdir()), "nothing may be written without a password"
+    both = docker("run", "--rm", "--env", "POSTGRES_PASSWORD=a", "--env", "POSTGRES_PASSWORD_FILE=/etc/hostname",
+                  "--mount", f"type=bind,source={data},target=/var/lib/postgresql/data", postgres_image, check=False)
+    assert both.returncode != 0 and "are exclusive" in both.stderr, both.stderr
+    assert not any(data.iterdir())
 
 
 def test_root_start_drops_to_postgres_and_runs_init_files(postgres_image, tmp_path):
