@@ -57,8 +57,9 @@ PAUSE_PACKAGE = "catatonit"
 #: The pause image's user: nobody-like, as the upstream pause image (65535).
 PAUSE_UID = 65535
 
-#: Bumped whenever the recipe below changes what goes into an image.
-RECIPE = "3"
+#: Bumped whenever a recipe below changes what goes into its image (part of the key).
+POSTGRES_RECIPE = "3"
+PAUSE_RECIPE = "1"
 
 
 class ImageError(RuntimeError):
@@ -373,7 +374,7 @@ def postgres() -> ImageContent:
     """The PostgreSQL 17 image, built once per package version and entrypoint."""
     debian = debian_version(POSTGRES_PACKAGE)
     version = upstream_version(debian)
-    key = _key("postgres", RECIPE, debian, ENTRYPOINT.read_bytes(), repr(_POSTGRES_TRIM))
+    key = _key("postgres", POSTGRES_RECIPE, debian, ENTRYPOINT.read_bytes(), repr(_POSTGRES_TRIM))
     directory = paths.CACHE / "images" / f"postgres-{key}"
     config = _postgres_config(debian)
     with _locked("postgres"):
@@ -426,7 +427,7 @@ def _build_postgres(out: Path, debian: str, started: float) -> dict:
     _remove_tree(rootfs)
     meta.update(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        created_by=f"debootstrap --variant=minbase --include={POSTGRES_PACKAGE} {SUITE} ({POSTGRES_PACKAGE} {debian}) + cluster/images/postgres/entrypoint.sh (localcluster.images, recipe {RECIPE})",
+        created_by=f"debootstrap --variant=minbase --include={POSTGRES_PACKAGE} {SUITE} ({POSTGRES_PACKAGE} {debian}) + cluster/images/postgres/entrypoint.sh (localcluster.images, recipe {POSTGRES_RECIPE})",
         build_seconds=round(time.monotonic() - started, 1),
         rootfs_bytes=rootfs_bytes,
     )
@@ -576,7 +577,7 @@ def pause() -> ImageContent:
     """The pod sandbox image: a static catatonit, nothing else but its copyright."""
     debian = debian_version(PAUSE_PACKAGE)
     version = upstream_version(debian)
-    key = _key("pause", RECIPE, debian)
+    key = _key("pause", PAUSE_RECIPE, debian)
     directory = paths.CACHE / "images" / f"pause-{key}"
     config = _pause_config(debian)
     with _locked("pause"):
@@ -633,7 +634,7 @@ def _build_pause(out: Path, debian: str, started: float) -> dict:
     shutil.rmtree(extracted)
     meta.update(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        created_by=f"{PAUSE_PACKAGE} {debian} from Debian {SUITE} (localcluster.images, recipe {RECIPE})",
+        created_by=f"{PAUSE_PACKAGE} {debian} from Debian {SUITE} (localcluster.images, recipe {PAUSE_RECIPE})",
         build_seconds=round(time.monotonic() - started, 1),
         rootfs_bytes=meta["uncompressed_size"],
     )
