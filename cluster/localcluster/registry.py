@@ -328,13 +328,17 @@ def build_binaries(version_suffix: str | None = None) -> dict[str, Path]:
     if version_suffix is not None:
         # The copy has no .git: build.rs takes the revision from here (what git would say).
         env["GIT_REVISION"] = _git("rev-parse", "--short=12", "HEAD")
+    # One cargo run for both targets: one lock on the target directory, and the two
+    # final (fat LTO, single codegen unit) links can run side by side.
+    targets = [arg for target in PLATFORMS.values() for arg in ("--target", target)]
+    log(f"cargo build --release {' '.join(targets)} -p tasks-server (version {version}, target dir {target_dir})")
+    started = time.monotonic()
+    _run(["cargo", "build", "--release", "--locked", *targets, "-p", "tasks-server"],
+         what="building tasks-server for " + " and ".join(PLATFORMS.values()), env=env, cwd=source,
+         timeout=CARGO_TIMEOUT_S)
+    log(f"built tasks-server for linux/{' and linux/'.join(PLATFORMS)} in {time.monotonic() - started:.0f}s")
     binaries: dict[str, Path] = {}
     for platform, target in PLATFORMS.items():
-        log(f"cargo build --release --target {target} -p tasks-server (version {version})")
-        started = time.monotonic()
-        _run(["cargo", "build", "--release", "--locked", "--target", target, "-p", "tasks-server"],
-             what=f"building tasks-server for {target}", env=env, cwd=source, timeout=CARGO_TIMEOUT_S)
-        log(f"built tasks-server for linux/{platform} in {time.monotonic() - started:.0f}s")
         built = target_dir / target / "release" / "tasks-server"
         # Copies and the checkout share the target directory: keep each version's binary.
         keep = paths.STATE / "build" / f"tasks-server-{version}-{platform}"
