@@ -256,7 +256,10 @@ def ensure_cross_toolchain() -> None:
         log(f"rustup target add {' '.join(missing)}")
         _run(["rustup", "target", "add", *missing], what="rustup target add")
     if shutil.which("x86_64-linux-musl-gcc") is None or shutil.which(ARM64_CC) is None:
-        tools.debian_install("musl-tools", "gcc-aarch64-linux-gnu")
+        # libc6-dev-arm64-cross is only a Recommends of the cross gcc (and debian_install
+        # skips those): ring's C files include <string.h>, <stdlib.h> and, through gcc's
+        # own <stdint.h>, libc's.
+        tools.debian_install("musl-tools", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross")
 
 
 def _workspace_files() -> list[str]:
