@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -22,17 +24,65 @@ def nodes(count: int = 1) -> list[network.Node]:
     return [network.Node(index) for index in range(1, count + 1)]
 
 
-def up(node_count: int = 1) -> dict:
-    """Start everything; returns what scenarios need (kubeconfig, registry, timings)."""
-    from . import images, registry
+def push_content(registry, content) -> str:
+    """Push a single-layer image (``images.ImageContent``); returns ``host/name@digest``."""
+    layout = paths.STATE / "build" / f"oci-{content.name}"
+    shutil.rmtree(layout, ignore_errors=True)
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    os.link(content.layer, blobs / content.digest.split(":", 1)[1])
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": content.digest,
+             "size": content.layer.stat().st_size}
+    config = put(json.dumps(content.image_config()).encode(), "application/vnd.oci.image.config.v1+json")
+    manifest = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": config, "layers": [layer]}).encode(),
+                   "application/vnd.oci.image.manifest.v1+json")
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+    registry.crane("push", str(layout), f"{registry.address}/{content.reference}", what=f"crane push {content.reference}")
+    return f"{registry.address}/{content.name}@{manifest['digest']}"
+
+
+def _refuse_if_taken(address: str) -> None:
+    """A registry left by another run would answer in place of ours: refuse to start."""
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        if probe.connect_ex((host, int(port))) == 0:
+            raise process.ClusterError(
+                f"{address} is already taken by another process (a registry of an earlier run?); "
+                "stop it (scripts/cluster.sh down) before starting the cluster"
+            )
+
+
+def up(node_count: int = 1, registry=None) -> dict:
+    """Start everything; returns what scenarios need (kubeconfig, registry, timings).
+
+    ``registry``: a started ``registry.Registry`` on ``REGISTRY_ADDRESS``; without one,
+    one is started and left running for ``down`` to stop."""
+    from . import images
+    from . import registry as registries
 
     started = time.monotonic()
     paths.STATE.mkdir(parents=True, exist_ok=True)
     network.check_free()
     network.up_host()
     timings: dict[str, float] = {}
-    registry.serve(REGISTRY_ADDRESS)
-    pause = registry.push_content(REGISTRY_ADDRESS, images.pause())
+    if registry is None:
+        registry = registries.Registry(REGISTRY_ADDRESS)
+        if not process.running("registry"):
+            _refuse_if_taken(REGISTRY_ADDRESS)
+            registry.start()
+            (process.pids_dir() / "registry").write_text(str(registry._process.pid))
+    pause = push_content(registry, images.pause())
     timings.update(control_plane.up())
     for member in nodes(node_count):
         for step, seconds in node.up(member, registry=REGISTRY_ADDRESS, pause_image=pause).items():
@@ -52,8 +102,6 @@ def up(node_count: int = 1) -> dict:
 
 def down() -> None:
     """Stop everything this checkout's cluster started and remove its state."""
-    from . import registry
-
     count = 9
     for index in range(count, 0, -1):
         member = network.Node(index)
@@ -62,7 +110,7 @@ def down() -> None:
         else:
             network.down_node(member)
     control_plane.down()
-    registry.stop()
+    process.stop("registry")
     _remove_stale_pod_namespaces()
     network.down_host()
     run_root = node.run_dir(network.Node(1)).parent

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import shutil
 import subprocess
+from pathlib import Path
 
 BRIDGE = "tasksbr0"
 NODE_NETWORK = ipaddress.ip_network("10.201.0.0/24")
@@ -123,7 +125,8 @@ def up_node(node: Node) -> None:
     run("ip", "link", "set", node.veth_node, "up", netns=node.netns)
     run("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=node.netns)
     # Service traffic between two pods on the node's bridge must pass iptables (kube-proxy).
-    run("modprobe", "br_netfilter", check=False)
+    if not Path("/proc/sys/net/bridge").exists() and shutil.which("modprobe"):
+        run("modprobe", "br_netfilter", check=False)
     run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", netns=node.netns, check=False)
     run("ip", "route", "replace", str(node.pod_network), "via", node.address)
 

@@ -94,6 +94,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause_image}"
   enable_unprivileged_ports = false
+  # This machine's root lacks CAP_SYS_RESOURCE, so a process may not lower its OOM
+  # score; the kubelet asks -998 for the pause container. Cap requests at our own.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

@@ -26,6 +26,13 @@ LOCAL_VALUES = paths.REPO / "deploy" / "helm" / "values" / "local.yaml"
 TOKEN = "tkn_KpjZknNw_u0cKrrnbc6HVe8hc4yv8r7vVR2e6JM1378"
 APP_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=backend"
 PG_POD = f"{RELEASE}-postgresql-0"
+#: Release N+1 is the checkout plus one migration of the expand kind (a nullable
+#: column old code never names), as a real next release would add.
+NEXT_RELEASE_FILES = {
+    "crates/storage/migrations/V9000__next_release_probe.sql":
+        "-- Added only to the scenarios' release N+1: an expand migration.\n"
+        "ALTER TABLE tasks ADD COLUMN next_release_probe text;\n",
+}
 
 
 class Results:
@@ -253,7 +260,7 @@ class Lifecycle:
         old_answers = []
         try:
             poll("the new release's migration is applied", lambda: self.kube.psql(
-                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks' AND column_name = 'rehearsal_next'") == "1", 240)
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks' AND column_name = 'next_release_probe'") == "1", 240)
             for pod in old_pods:
                 ip = pod["status"].get("podIP")
                 try:

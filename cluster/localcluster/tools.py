@@ -101,6 +101,7 @@ TOOLS: dict[str, GoTool] = {
     KUBE.name: KUBE,
     CRANE.name: CRANE,
     COSIGN.name: COSIGN,
+    COREDNS.name: COREDNS,
 }
 
 
