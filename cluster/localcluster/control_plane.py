@@ -111,6 +111,8 @@ def up() -> dict[str, float]:
                 f"--tls-private-key-file={serving.key}",
                 f"--kubelet-client-certificate={kubelet_client.cert}",
                 f"--kubelet-client-key={kubelet_client.key}",
+                # Node names are not in any DNS; the kubelets are reached at their addresses.
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--service-account-key-file={service_accounts.cert}",
                 f"--service-account-signing-key-file={service_accounts.key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
