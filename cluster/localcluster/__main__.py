@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 
 from . import cluster, paths, process, tools
@@ -29,6 +30,22 @@ def run_test(nodes: int, *, keep: bool) -> int:
             registry.stop()
             cluster.down()
     return 0 if results is not None and not results.failed else 1
+
+
+def run_on_existing(kubeconfig: str, registry_address: str | None) -> int:
+    """The same scenarios on a cluster someone else started (kind in the GitHub workflow)."""
+    from . import registry as registries, scenarios
+
+    if not registry_address:
+        print("cluster: --existing-cluster needs --registry HOST:PORT", file=sys.stderr)
+        return 2
+    registry = registries.Registry(registry_address)
+    nodes = json.loads(subprocess.run(
+        [str(paths.REPO / ".tools" / "bin" / "kubectl"), "--kubeconfig", kubeconfig, "get", "nodes", "-o", "json"],
+        check=True, capture_output=True, text=True).stdout)["items"]
+    info = {"kubeconfig": kubeconfig, "registry": registry_address, "nodes": [n["metadata"]["name"] for n in nodes]}
+    results = scenarios.run_all(info, publish(registry))
+    return 0 if not results.failed else 1
 
 
 def publish(registry) -> dict:
@@ -62,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     test = commands.add_parser("test", help="up, publish the release through the registry, run every scenario, down")
     test.add_argument("--nodes", type=int, default=1)
     test.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    test.add_argument("--existing-cluster", metavar="KUBECONFIG",
+                      help="run the scenarios on this cluster instead of starting one (kind in CI)")
+    test.add_argument("--registry", default=None,
+                      help="with --existing-cluster: host:port of a plain-HTTP registry that this machine pushes to "
+                           "and the cluster's nodes pull from under the same name")
     build = commands.add_parser("build-tools", help="build (or find cached) the tools; prints their paths")
     build.add_argument("names", nargs="*", default=sorted(tools.TOOLS))
     args = parser.parse_args(argv)
@@ -71,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             cluster.down()
         elif args.command == "test":
+            if args.existing_cluster:
+                return run_on_existing(args.existing_cluster, args.registry)
             return run_test(args.nodes, keep=args.keep)
         elif args.command == "status":
             print(cluster.status())

@@ -290,9 +290,12 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _source_for(version: str, version_suffix: str | None) -> Path:
-    """The workspace to build: the checkout, or a copy with tasks-server's version set."""
+def _source_for(version: str, version_suffix: str | None, extra_files: dict[str, str] | None = None) -> Path:
+    """The workspace to build: the checkout, or a copy with tasks-server's version set
+    and ``extra_files`` (path relative to the checkout -> content) added."""
     if version_suffix is None:
+        if extra_files:
+            raise RegistryError("extra files need a version suffix: a different build is a different version")
         return paths.REPO
     copy = paths.STATE / "build" / f"src-{version}"
     _sync_copy(copy)
@@ -308,6 +311,9 @@ def _source_for(version: str, version_suffix: str | None) -> Path:
     if old not in lock:
         raise RegistryError("Cargo.lock: no tasks-server entry at the workspace version")
     _write_if_changed(copy / "Cargo.lock", lock.replace(old, f'name = "tasks-server"\nversion = "{version}"\n', 1))
+    for relative, content in (extra_files or {}).items():
+        (copy / relative).parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(copy / relative, content)
     return copy
 
 
@@ -316,11 +322,11 @@ def _target_dir() -> Path:
     return Path(configured) if configured else paths.REPO / "target"
 
 
-def build_binaries(version_suffix: str | None = None) -> dict[str, Path]:
+def build_binaries(version_suffix: str | None = None, extra_files: dict[str, str] | None = None) -> dict[str, Path]:
     """Static tasks-server binaries per platform (release profile, as scripts/image.sh builds them)."""
     ensure_cross_toolchain()
     version = service_version(version_suffix)
-    source = _source_for(version, version_suffix)
+    source = _source_for(version, version_suffix, extra_files)
     env = dict(os.environ)
     # One target directory for the checkout and the copies (and scripts/image.sh, for
     # amd64): the dependencies build once. CARGO_TARGET_DIR, when set, is that directory.
@@ -506,7 +512,7 @@ def write_layout(layout: Path, binaries: dict[str, Path], version: str) -> str:
 
 
 def publish_service_image(registry: Registry, *, version_suffix: str | None = None,
-                          repository: str = REPOSITORY) -> str:
+                          repository: str = REPOSITORY, extra_files: dict[str, str] | None = None) -> str:
     """Build tasks-server for both platforms, push one image index; return ``host/repo@sha256:…``.
 
     The tag is the version (``0.1.0`` or ``0.1.0-<suffix>``); the returned reference
@@ -515,7 +521,7 @@ def publish_service_image(registry: Registry, *, version_suffix: str | None = No
     (``--version``, ``build_info`` and the image labels all say so).
     """
     version = service_version(version_suffix)
-    binaries = build_binaries(version_suffix)
+    binaries = build_binaries(version_suffix, extra_files)
     layout = paths.STATE / "build" / f"oci-{version}"
     digest = write_layout(layout, binaries, version)
     tag_ref = f"{registry.address}/{repository}:{version}"

@@ -134,14 +134,16 @@ class Helm:
 def container_pids(pod_uid: str, command: str) -> list[int]:
     """Host pids of the processes named ``command`` in the pod's cgroup (cgroupfs driver)."""
     found = []
-    marker = f"pod{pod_uid}"
+    # cgroupfs names the pod's cgroup pod<uid>; the systemd driver (kind) pod<uid with _>.
+    markers = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if (entry / "comm").read_text().strip() != command:
                 continue
-            if marker in (entry / "cgroup").read_text():
+            cgroups = (entry / "cgroup").read_text()
+            if any(marker in cgroups for marker in markers):
                 found.append(int(entry.name))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
@@ -420,7 +422,9 @@ def run_all(info: dict, artefacts: dict) -> Results:
     """
     results = Results()
     kube = Kube(info["kubeconfig"], "default")
-    storage_fixtures(kube, info["nodes"])
+    classes = kube.json("storageclass")["items"]
+    if not any((c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true" for c in classes):
+        storage_fixtures(kube, info["nodes"])
     registry, rest = artefacts["postgres_image"].split("/", 1)
     repository, digest = rest.split("@", 1)
     postgres_sets = [f"postgresql.image.registry={registry}", f"postgresql.image.repository={repository}",
