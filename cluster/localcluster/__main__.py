@@ -32,7 +32,7 @@ def run_test(nodes: int, *, keep: bool) -> int:
     return 0 if results is not None and not results.failed else 1
 
 
-def run_on_existing(kubeconfig: str, registry_address: str | None) -> int:
+def run_on_existing(kubeconfig: str, registry_address: str | None, *, expect_network_policy: bool = False) -> int:
     """The same scenarios on a cluster someone else started (kind in the GitHub workflow)."""
     from . import registry as registries, scenarios
 
@@ -44,7 +44,7 @@ def run_on_existing(kubeconfig: str, registry_address: str | None) -> int:
         [str(paths.REPO / ".tools" / "bin" / "kubectl"), "--kubeconfig", kubeconfig, "get", "nodes", "-o", "json"],
         check=True, capture_output=True, text=True).stdout)["items"]
     info = {"kubeconfig": kubeconfig, "registry": registry_address, "nodes": [n["metadata"]["name"] for n in nodes]}
-    results = scenarios.run_all(info, publish(registry))
+    results = scenarios.run_all(info, publish(registry), expect_network_policy=expect_network_policy)
     return 0 if not results.failed else 1
 
 
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("--registry", default=None,
                       help="with --existing-cluster: host:port of a plain-HTTP registry that this machine pushes to "
                            "and the cluster's nodes pull from under the same name")
+    test.add_argument("--expect-network-policy", action="store_true",
+                      help="the cluster's CNI enforces NetworkPolicies (Calico in the kind workflow): also check that "
+                           "pods without the client label reach neither the API nor PostgreSQL")
     build = commands.add_parser("build-tools", help="build (or find cached) the tools; prints their paths")
     build.add_argument("names", nargs="*", default=sorted(tools.TOOLS))
     args = parser.parse_args(argv)
@@ -94,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             cluster.down()
         elif args.command == "test":
             if args.existing_cluster:
-                return run_on_existing(args.existing_cluster, args.registry)
+                return run_on_existing(args.existing_cluster, args.registry, expect_network_policy=args.expect_network_policy)
+            if args.expect_network_policy:
+                print("cluster: --expect-network-policy needs --existing-cluster (this cluster's bridge CNI enforces no NetworkPolicy)",
+                      file=sys.stderr)
+                return 2
             return run_test(args.nodes, keep=args.keep)
         elif args.command == "status":
             print(cluster.status())

@@ -413,7 +413,7 @@ def storage_fixtures(kube: Kube, node_names: list[str], count: int = 6) -> None:
         raise RuntimeError(f"storage fixtures: {result.stderr}")
 
 
-def run_all(info: dict, artefacts: dict) -> Results:
+def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False) -> Results:
     """Every scenario with Helm 4 and the install/upgrade/rollback path with Helm 3.
 
     ``artefacts``: ``release_n``/``release_next`` (Release), ``postgres_image``
@@ -434,5 +434,8 @@ def run_all(info: dict, artefacts: dict) -> Results:
         chart_ref, chart_version = artefacts["charts"][major]
         Lifecycle(results, artefacts["helms"][major], info["kubeconfig"], chart_ref, chart_version, postgres_sets,
                   releases, disruptions=disruptions).run()
+    if expect_network_policy:  # a CNI that enforces NetworkPolicies (the kind workflow's Calico job)
+        from . import policy
+        policy.install_and_check(results, info["kubeconfig"], artefacts["helms"]["4"], artefacts["charts"]["4"], releases[0], postgres_sets)
     print(results.summary(), flush=True)
     return results
