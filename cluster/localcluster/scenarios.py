@@ -188,8 +188,8 @@ class Lifecycle:
 
     def _deploy(self, verb: str, release: Release, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
         started = time.monotonic()
-        result = self.helm.run(verb, RELEASE, self.chart_ref, "--version", self.chart_version, *self._values(release),
-                               "--wait", "--timeout", "5m", *extra)
+        result = self.helm.run(verb, RELEASE, self.chart_ref, "--version", self.chart_version, "--plain-http",
+                               *self._values(release), "--wait", "--timeout", "5m", *extra)
         return result, time.monotonic() - started
 
     def _pg(self) -> dict:
@@ -255,7 +255,7 @@ class Lifecycle:
         rollout_started = time.monotonic()
         upgrade = subprocess.Popen(
             [self.helm.binary, "--kubeconfig", self.helm.kubeconfig, "-n", self.namespace, "upgrade", RELEASE, self.chart_ref,
-             "--version", self.chart_version, *self._values(self.release_next), "--wait", "--timeout", "5m"],
+             "--version", self.chart_version, "--plain-http", *self._values(self.release_next), "--wait", "--timeout", "5m"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # While old pods still serve, the new release's migration lands: ask an old pod
         # directly, against the new schema.
