@@ -12,8 +12,9 @@ budget. Outputs go to PROFILE_OUT (target/bench/profile):
   wrk for PROFILE_SECS (20) at 8 connections, then dumps: instructions / requests served
   is the figure reported, repeatable on a busy machine because it counts instructions
   (user space only: system calls are not in it);
-* `<target>.svg`: perf (cpu-clock samples with DWARF call stacks, kernel included) while
-  wrk runs at 32 connections for PROFILE_SECS, folded and drawn by inferno.
+* `<target>.svg`: perf (cpu-clock samples at 249 Hz with DWARF call stacks, kernel
+  included) while wrk runs at 32 connections for PROFILE_PERF_SECS (10), folded and drawn
+  by inferno (`cargo install inferno`).
 
 Usage: python3 bench/profile.py [callgrind|perf|all] [ours|raw|both]
 """
@@ -35,6 +36,7 @@ ROOT = driver.ROOT
 RELEASE = ROOT / "target" / "release"
 PROFILE_OUT = Path(os.environ.get("PROFILE_OUT", ROOT / "target" / "bench" / "profile"))
 SECS = int(os.environ.get("PROFILE_SECS", "20"))
+PERF_SECS = int(os.environ.get("PROFILE_PERF_SECS", "10"))
 
 
 def ours_env(pg_port: int) -> dict[str, str]:
@@ -121,11 +123,11 @@ def callgrind(target: str, pg_port: int, ids: Path) -> None:
 def perf(target: str, pg_port: int, ids: Path) -> None:
     p, url, _ = start(target, pg_port, [], 2)
     data = PROFILE_OUT / f"perf.{target}.data"
-    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,32768",
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "249", "--call-graph", "dwarf,16384",
                             "-o", str(data), "-p", str(p.proc.pid)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
-    res = driver.wrk(url, "get.lua", ids, connections=32, duration=SECS)
+    res = driver.wrk(url, "get.lua", ids, connections=32, duration=PERF_SECS)
     rec.send_signal(signal.SIGINT)
     rec.wait(timeout=120)
     p.stop()

@@ -1,16 +1,20 @@
 //! Request correlation for actix-web: request ids, W3C trace context, the server span,
 //! HTTP metrics and one access-log event per request.
 
-use std::time::Instant;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use actix_web::HttpMessage;
+use actix_web::HttpRequest;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest};
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TraceContextExt;
+use prometheus::{Histogram, IntGauge};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -24,16 +28,34 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// The current request's id (echoed from the client's `X-Request-Id` when it is 1–128
-/// visible ASCII characters, otherwise generated), in the request's extensions.
+/// visible ASCII characters, otherwise generated), in the request's extensions. Held as
+/// the header value it is echoed as, so the id is built once per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// The id of `req`, if the [`observe`] middleware ran.
     #[must_use]
     pub fn of(req: &HttpRequest) -> Option<String> {
-        req.extensions().get::<Self>().map(|id| id.0.clone())
+        req.extensions()
+            .get::<Self>()
+            .map(|id| id.as_str().to_owned())
     }
+
+    /// The id (visible ASCII by construction).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or_default()
+    }
+}
+
+/// Whether an OpenTelemetry exporter runs (set by [`crate::init`]). Without one, the
+/// server span has no OpenTelemetry context to continue, so the propagator and the
+/// span-context look-ups are skipped and the caller's `traceparent` is read directly.
+static EXPORTING: AtomicBool = AtomicBool::new(true);
+
+pub(crate) fn set_exporting(exporting: bool) {
+    EXPORTING.store(exporting, Ordering::Relaxed);
 }
 
 struct Headers<'a>(&'a HeaderMap);
@@ -48,10 +70,50 @@ impl Extractor for Headers<'_> {
     }
 }
 
-fn acceptable_id(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
-    ((1..=128).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| text.to_owned())
+/// The client's id when acceptable: the header value itself is reused (no copy).
+fn acceptable_id(value: &HeaderValue) -> Option<HeaderValue> {
+    let bytes = value.as_bytes();
+    ((1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic))
+        .then(|| value.clone())
+}
+
+thread_local! {
+    /// splitmix64 state, seeded once per thread from the OS (through std's hasher keys).
+    static ID_STATE: Cell<u64> = Cell::new({
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(std::process::id().into());
+        hasher.finish()
+    });
+}
+
+fn next_random() -> u64 {
+    ID_STATE.with(|state| {
+        let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+/// A new id: a UUIDv7 (time-ordered to the millisecond) in its 32-digit simple form. The
+/// random bits come from a per-thread generator rather than `Uuid::now_v7`, which asks
+/// the kernel for randomness (a system call) on every id; request ids correlate, they
+/// are not secrets.
+fn generated_id() -> HeaderValue {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let (high, low) = (next_random(), next_random());
+    let mut random = [0_u8; 10];
+    random[..8].copy_from_slice(&high.to_le_bytes());
+    random[8..].copy_from_slice(&low.to_le_bytes()[..2]);
+    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    let mut text = [0_u8; uuid::fmt::Simple::LENGTH];
+    let text = uuid.simple().encode_lower(&mut text);
+    // 32 lowercase hex digits are always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Semantic conventions: known methods by name, anything else as `_OTHER`.
@@ -79,11 +141,60 @@ fn traceparent_trace_id(headers: &HeaderMap) -> Option<String> {
         .then(|| id.to_ascii_lowercase())
 }
 
-struct Active(&'static str);
+/// Most label sets a worker thread keeps resolved; beyond it (never with bounded labels)
+/// the registry is asked each time.
+const CACHED_LABEL_SETS: usize = 64;
+
+/// A resolved `http.server.request.duration` child: method, status code, route.
+type DurationChild = (&'static str, u16, Box<str>, Histogram);
+
+thread_local! {
+    /// `http.server.active_requests` children resolved once per method, per thread.
+    static ACTIVE: RefCell<Vec<(&'static str, IntGauge)>> = const { RefCell::new(Vec::new()) };
+    /// `http.server.request.duration` children resolved once per (method, route,
+    /// status), per thread: the registry's look-up hashes the labels and takes a lock.
+    static DURATIONS: RefCell<Vec<DurationChild>> = const { RefCell::new(Vec::new()) };
+}
+
+fn active_gauge(method: &'static str) -> IntGauge {
+    ACTIVE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((_, gauge)) = cache.iter().find(|(m, _)| *m == method) {
+            return gauge.clone();
+        }
+        let gauge = global().http_active.with_label_values(&[method]);
+        cache.push((method, gauge.clone()));
+        gauge
+    })
+}
+
+fn observe_duration(method: &'static str, route: &str, status: u16, seconds: f64) {
+    DURATIONS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((.., histogram)) = cache
+            .iter()
+            .find(|(m, s, r, _)| *s == status && *m == method && &**r == route)
+        {
+            histogram.observe(seconds);
+            return;
+        }
+        let code = actix_web::http::StatusCode::from_u16(status)
+            .map_or_else(|_| status.to_string(), |s| s.as_str().to_owned());
+        let histogram = global()
+            .http_duration
+            .with_label_values(&[method, route, code.as_str()]);
+        histogram.observe(seconds);
+        if cache.len() < CACHED_LABEL_SETS {
+            cache.push((method, status, route.into(), histogram));
+        }
+    });
+}
+
+struct Active(IntGauge);
 
 impl Drop for Active {
     fn drop(&mut self) {
-        global().http_active.with_label_values(&[self.0]).dec();
+        self.0.dec();
     }
 }
 
@@ -96,12 +207,12 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     let started = Instant::now();
-    let id = req
+    let id_value = req
         .headers()
         .get(&REQUEST_ID)
         .and_then(acceptable_id)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
+        .unwrap_or_else(generated_id);
+    let request_id = RequestId(id_value.clone());
     let method = method_label(req.method());
     // Resolved from the app's resource map up front, so the span is named at creation.
     let route = req
@@ -109,32 +220,39 @@ pub async fn observe(
         .resource_map()
         .match_pattern(req.path())
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let id = request_id.as_str();
     let span = tracing::info_span!(
         "HTTP request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
-        http.route = %route,
+        http.route = route.as_str(),
         http.response.status_code = Empty,
         url.path = req.path(),
         url.scheme = "http",
         network.protocol.version = protocol_version(req.version()),
         "error.type" = Empty,
-        request_id = %id,
+        request_id = id,
     );
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
-    let _ = span.set_parent(parent);
-    let span_trace = span.context().span().span_context().clone();
-    let trace_id = if span_trace.is_valid() {
-        Some(span_trace.trace_id().to_string())
+    let trace_id = if EXPORTING.load(Ordering::Relaxed) {
+        let parent =
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
+        let _ = span.set_parent(parent);
+        let span_trace = span.context().span().span_context().clone();
+        if span_trace.is_valid() {
+            Some(span_trace.trace_id().to_string())
+        } else {
+            traceparent_trace_id(req.headers())
+        }
     } else {
         traceparent_trace_id(req.headers())
     };
+    req.extensions_mut().insert(request_id.clone());
 
-    global().http_active.with_label_values(&[method]).inc();
-    let active = Active(method);
+    let gauge = active_gauge(method);
+    gauge.inc();
+    let active = Active(gauge);
     let outcome = next.call(req).instrument(span.clone()).await;
     drop(active);
 
@@ -150,27 +268,23 @@ pub async fn observe(
         // HTTP semantic conventions: without a more specific error, the status code.
         span.record("error.type", status.as_str());
     }
-    global()
-        .http_duration
-        .with_label_values(&[method, route.as_str(), status.as_str()])
-        .observe(elapsed.as_secs_f64());
+    observe_duration(method, &route, code, elapsed.as_secs_f64());
+    let id = request_id.as_str();
     span.in_scope(|| {
         tracing::info!(
             target: "http.access",
             method,
-            route = %route,
+            route = route.as_str(),
             status = code,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
-            request_id = %id,
+            request_id = id,
             trace_id = trace_id.as_deref().unwrap_or(""),
             "request"
         );
     });
 
     let mut res = outcome?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(REQUEST_ID.clone(), value);
-    }
+    res.headers_mut().insert(REQUEST_ID.clone(), id_value);
     Ok(res)
 }
 

@@ -18,7 +18,7 @@
 //! use actix_web::{App, web};
 //! use tasks_telemetry::{LogFormat, LogSettings};
 //!
-//! let logs = LogSettings { level: "info".into(), format: LogFormat::Json };
+//! let logs = LogSettings { level: "info".into(), format: LogFormat::Json, flush_interval_ms: 10 };
 //! assert!(logs.filter().is_ok());
 //! // In main: let telemetry = tasks_telemetry::init(&logs, "notes")?; … telemetry.shutdown();
 //! let app = App::new()
@@ -31,8 +31,12 @@
 #![deny(missing_docs)]
 
 pub mod http;
+mod json_lines;
 pub mod metrics;
 mod traces;
+mod writer;
+
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -63,6 +67,10 @@ pub struct LogSettings {
     pub level: String,
     /// Output format.
     pub format: LogFormat,
+    /// Lines are written to stdout in batches by a background thread at most this many
+    /// milliseconds after they are logged, so no request waits for a `write(2)`; 0 writes
+    /// every line at once (docs/adr/0013-buffered-log-writer.md).
+    pub flush_interval_ms: u64,
 }
 
 impl Default for LogSettings {
@@ -70,9 +78,13 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: LogFormat::Json,
+            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
         }
     }
 }
+
+/// The default of [`LogSettings::flush_interval_ms`].
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 10;
 
 /// Telemetry set-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +133,10 @@ impl LogSettings {
 pub fn init(logs: &LogSettings, service_name: &str) -> Result<Telemetry, TelemetryError> {
     let filter = logs.filter()?;
     let otlp = OtlpSettings::from_env(service_name)?;
-    let telemetry = Telemetry::new(otlp)?;
+    let mut telemetry = Telemetry::new(otlp)?;
+    let (writer, flusher) = writer::LogWriter::new(Duration::from_millis(logs.flush_interval_ms));
+    telemetry.set_log_flusher(flusher);
+    http::set_exporting(telemetry.exporting());
     let otel_layer = telemetry.layer();
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     // Log lines carry their own fields; spans exist for traces. Without this per-layer
@@ -131,11 +146,11 @@ pub fn init(logs: &LogSettings, service_name: &str) -> Result<Telemetry, Telemet
     let result = match logs.format {
         LogFormat::Json => registry
             .with(
+                // The fields of tracing-subscriber's JSON format (flattened event, no
+                // span fields), written without its intermediate strings.
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
+                    .event_format(json_lines::JsonLines)
+                    .with_writer(writer)
                     .with_filter(events_only),
             )
             .try_init(),
@@ -143,6 +158,7 @@ pub fn init(logs: &LogSettings, service_name: &str) -> Result<Telemetry, Telemet
             .with(
                 tracing_subscriber::fmt::layer()
                     .compact()
+                    .with_writer(writer)
                     .with_filter(events_only),
             )
             .try_init(),

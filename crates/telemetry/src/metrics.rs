@@ -1,12 +1,14 @@
 //! Prometheus metrics: one process-wide registry, OpenTelemetry semantic-convention names
 //! (dots become underscores, units become suffixes), labels with bounded cardinality.
 
+use std::cell::RefCell;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use actix_web::HttpResponse;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Histogram buckets (seconds) recommended by the HTTP semantic conventions.
@@ -135,6 +137,16 @@ pub fn global() -> &'static Metrics {
     &METRICS
 }
 
+/// Most (operation, collection) pairs a thread keeps resolved.
+const CACHED_DB_LABEL_SETS: usize = 32;
+
+/// A resolved `db.client.operation.duration` child: operation, collection.
+type DbDurationChild = (Box<str>, Box<str>, Histogram);
+
+thread_local! {
+    static DB_DURATIONS: RefCell<Vec<DbDurationChild>> = const { RefCell::new(Vec::new()) };
+}
+
 /// A connection pool's state at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
@@ -153,11 +165,28 @@ fn as_i64(n: usize) -> i64 {
 }
 
 impl Metrics {
-    /// Records one database operation.
+    /// Records one database operation. The histogram of each (operation, collection)
+    /// is resolved once per thread: the registry's look-up hashes the labels and takes a
+    /// lock, on every request otherwise.
     pub fn observe_db(&self, operation: &str, collection: &str, elapsed: Duration) {
-        self.db_duration
-            .with_label_values(&["postgresql", operation, collection])
-            .observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        DB_DURATIONS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some((.., histogram)) = cache
+                .iter()
+                .find(|(o, c, _)| &**o == operation && &**c == collection)
+            {
+                histogram.observe(seconds);
+                return;
+            }
+            let histogram =
+                self.db_duration
+                    .with_label_values(&["postgresql", operation, collection]);
+            histogram.observe(seconds);
+            if cache.len() < CACHED_DB_LABEL_SETS {
+                cache.push((operation.into(), collection.into(), histogram));
+            }
+        });
     }
 
     /// Publishes a pool's state.

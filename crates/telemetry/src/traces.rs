@@ -75,6 +75,8 @@ pub struct Telemetry {
     // The gRPC client's connection tasks need a Tokio runtime of their own: the batch
     // processor exports from a plain thread, and the service's runtimes stop first.
     grpc_runtime: Option<tokio::runtime::Runtime>,
+    // Flushes the buffered log lines at shutdown (and when dropped).
+    logs: Option<crate::writer::LogFlusher>,
 }
 
 impl Telemetry {
@@ -84,6 +86,7 @@ impl Telemetry {
             return Ok(Self {
                 provider: None,
                 grpc_runtime: None,
+                logs: None,
             });
         };
         let build_error =
@@ -137,6 +140,7 @@ impl Telemetry {
         Ok(Self {
             provider: Some(provider),
             grpc_runtime,
+            logs: None,
         })
     }
 
@@ -155,7 +159,12 @@ impl Telemetry {
             .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("tasks-telemetry")))
     }
 
-    /// Flushes and stops the exporter (bounded by the SDK's export timeout).
+    pub(crate) fn set_log_flusher(&mut self, flusher: crate::writer::LogFlusher) {
+        self.logs = Some(flusher);
+    }
+
+    /// Flushes and stops the exporter (bounded by the SDK's export timeout), then writes
+    /// the buffered log lines; lines logged after this are written at once.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
             if let Err(error) = provider.force_flush() {
@@ -165,6 +174,9 @@ impl Telemetry {
         }
         if let Some(runtime) = self.grpc_runtime {
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
+        if let Some(mut logs) = self.logs {
+            logs.flush_and_stop();
         }
     }
 }

@@ -3,10 +3,8 @@
 //! first, so a request without valid credentials is refused before anything else of it is
 //! read.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
+use futures_util::future::{Either, LocalBoxFuture, Ready, ready};
 use tasks_auth::Principal;
 use tasks_domain::Owner;
 
@@ -25,21 +23,43 @@ pub struct Reader(pub Owner);
 #[derive(Debug)]
 pub struct Writer(pub Owner);
 
-async fn owner_with_scope(request: HttpRequest, scope: &'static str) -> Result<Owner, ApiError> {
-    let principal = Principal::extract(&request).await?;
+fn owner_with_scope(principal: &Principal, scope: &'static str) -> Result<Owner, ApiError> {
     principal.require(scope)?;
     Owner::new(principal.id()).ok_or(ApiError::BadHeader("Authorization"))
 }
 
-type Extracting<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+/// API tokens and JWTs verified before are answered at once (a ready future, no box and
+/// no request clone); only a JWT that needs verifying waits.
+type Extracting<T> =
+    Either<Ready<Result<T, ApiError>>, LocalBoxFuture<'static, Result<T, ApiError>>>;
+
+fn extract<T: 'static>(
+    request: &HttpRequest,
+    payload: &mut Payload,
+    scope: &'static str,
+    wrap: fn(Owner) -> T,
+) -> Extracting<T> {
+    match Principal::from_request(request, payload) {
+        Either::Left(ready_answer) => Either::Left(ready(
+            ready_answer
+                .into_inner()
+                .map_err(ApiError::from)
+                .and_then(|principal| owner_with_scope(&principal, scope))
+                .map(wrap),
+        )),
+        Either::Right(pending) => Either::Right(Box::pin(async move {
+            let principal = pending.await?;
+            owner_with_scope(&principal, scope).map(wrap)
+        })),
+    }
+}
 
 impl FromRequest for Reader {
     type Error = ApiError;
     type Future = Extracting<Self>;
 
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request = request.clone();
-        Box::pin(async move { owner_with_scope(request, READ_SCOPE).await.map(Reader) })
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        extract(request, payload, READ_SCOPE, Reader)
     }
 }
 
@@ -47,8 +67,7 @@ impl FromRequest for Writer {
     type Error = ApiError;
     type Future = Extracting<Self>;
 
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request = request.clone();
-        Box::pin(async move { owner_with_scope(request, WRITE_SCOPE).await.map(Writer) })
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        extract(request, payload, WRITE_SCOPE, Writer)
     }
 }

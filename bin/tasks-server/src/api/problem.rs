@@ -253,7 +253,7 @@ pub fn problem_for_any_error<B: MessageBody + 'static>(
         .request()
         .extensions()
         .get::<RequestId>()
-        .map(|r| r.0.clone());
+        .map(|r| r.as_str().to_owned());
     let is_problem = res
         .headers()
         .get(header::CONTENT_TYPE)

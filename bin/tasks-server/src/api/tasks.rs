@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::web::{BufMut, BytesMut};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tasks_domain::{
@@ -42,13 +43,42 @@ fn etag(task: &Task) -> String {
     format!("\"{}\"", task.version)
 }
 
+/// The entity tag as a header value, formatted on the stack (no intermediate `String`).
+fn etag_value(task: &Task) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut text = [0_u8; 24];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    write!(cursor, "\"{}\"", task.version).ok()?;
+    let len = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(text.get(..len)?).ok()
+}
+
+/// A typical task's JSON fits; serialising into a buffer of this size avoids the
+/// reallocations of growing one from empty.
+const TASK_JSON_CAPACITY: usize = 512;
+
 fn task_response(status: StatusCode, task: &Task) -> HttpResponse {
+    // Serialised straight into the buffer that becomes the body (no intermediate value,
+    // no regrowth for an ordinary task).
+    let mut body = BytesMut::with_capacity(TASK_JSON_CAPACITY).writer();
+    if let Err(error) = serde_json::to_writer(&mut body, task) {
+        return ApiError::from(tasks_domain::DomainError::Repository(
+            tasks_domain::RepositoryError::Other(error.into()),
+        ))
+        .error_response();
+    }
     let mut response = HttpResponse::build(status);
-    response.insert_header((header::ETAG, etag(task)));
+    response.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    if let Some(etag) = etag_value(task) {
+        response.insert_header((header::ETAG, etag));
+    }
     if status == StatusCode::CREATED {
         response.insert_header((header::LOCATION, format!("/v1/tasks/{}", task.id)));
     }
-    response.json(task)
+    response.body(body.into_inner().freeze())
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -83,14 +113,18 @@ fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
 
 /// The entity tags of an `If-Match` / `If-None-Match` header: `None` when absent, an
 /// error when present but empty. Tags that are not ours simply never match.
-fn entity_tags(headers: &HeaderMap, name: &'static str) -> Result<Option<Vec<String>>, ApiError> {
+fn entity_tags(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    label: &'static str,
+) -> Result<Option<Vec<String>>, ApiError> {
     let mut values = headers.get_all(name).peekable();
     if values.peek().is_none() {
         return Ok(None);
     }
     let mut tags = Vec::new();
     for value in values {
-        let text = value.to_str().map_err(|_| ApiError::BadHeader(name))?;
+        let text = value.to_str().map_err(|_| ApiError::BadHeader(label))?;
         tags.extend(
             text.split(',')
                 .map(str::trim)
@@ -99,7 +133,7 @@ fn entity_tags(headers: &HeaderMap, name: &'static str) -> Result<Option<Vec<Str
         );
     }
     if tags.is_empty() && headers.get_all(name).all(|v| v.is_empty()) {
-        return Err(ApiError::BadHeader(name));
+        return Err(ApiError::BadHeader(label));
     }
     Ok(Some(tags))
 }
@@ -108,7 +142,7 @@ fn entity_tags(headers: &HeaderMap, name: &'static str) -> Result<Option<Vec<Str
 /// malformed tags never match (RFC 9110 requires strong comparison), so they fail the
 /// precondition.
 fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
-    let Some(tags) = entity_tags(headers, "If-Match")? else {
+    let Some(tags) = entity_tags(headers, &header::IF_MATCH, "If-Match")? else {
         return Ok(None);
     };
     if tags.iter().any(|t| t == "*") {
@@ -129,7 +163,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
 
 /// `If-None-Match` (weak comparison): whether the client's copy is current.
 fn none_match(headers: &HeaderMap, task: &Task) -> Result<bool, ApiError> {
-    let Some(tags) = entity_tags(headers, "If-None-Match")? else {
+    let Some(tags) = entity_tags(headers, &header::IF_NONE_MATCH, "If-None-Match")? else {
         return Ok(false);
     };
     let current = etag(task);
@@ -265,9 +299,11 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let task = state.tasks.get(&owner, parse_id(&id)?).await?;
     if none_match(req.headers(), &task)? {
-        return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag(&task)))
-            .finish());
+        let mut response = HttpResponse::NotModified();
+        if let Some(etag) = etag_value(&task) {
+            response.insert_header((header::ETAG, etag));
+        }
+        return Ok(response.finish());
     }
     Ok(task_response(StatusCode::OK, &task))
 }
