@@ -54,7 +54,10 @@ def publish(registry) -> dict:
 
     helms = {"4": str(paths.REPO / ".tools" / "bin" / "helm"), "3": str(paths.REPO / ".tools" / "bin" / "helm3")}
     release_n = registries.release(registry)
-    next_image = registries.publish_service_image(registry, version_suffix="next", extra_files=scenarios.NEXT_RELEASE_FILES)
+    # Release N+1 only has to run on this machine's node: one platform (a fat-LTO link
+    # less on two cores); release N is the published multi-arch image.
+    next_image = registries.publish_service_image(registry, version_suffix="next", extra_files=scenarios.NEXT_RELEASE_FILES,
+                                                  platforms=("amd64",))
     charts = {}
     for major, helm in helms.items():
         reference = registries.publish_chart(registry, scenarios.CHART, helm, repository=f"charts/helm{major}")

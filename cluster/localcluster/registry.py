@@ -322,8 +322,10 @@ def _target_dir() -> Path:
     return Path(configured) if configured else paths.REPO / "target"
 
 
-def build_binaries(version_suffix: str | None = None, extra_files: dict[str, str] | None = None) -> dict[str, Path]:
+def build_binaries(version_suffix: str | None = None, extra_files: dict[str, str] | None = None,
+                   platforms: tuple[str, ...] = tuple(PLATFORMS)) -> dict[str, Path]:
     """Static tasks-server binaries per platform (release profile, as scripts/image.sh builds them)."""
+    wanted = {platform: PLATFORMS[platform] for platform in platforms}
     ensure_cross_toolchain()
     version = service_version(version_suffix)
     source = _source_for(version, version_suffix, extra_files)
@@ -339,15 +341,15 @@ def build_binaries(version_suffix: str | None = None, extra_files: dict[str, str
         env["GIT_REVISION"] = _git("rev-parse", "--short=12", "HEAD")
     # One cargo run for both targets: one lock on the target directory, and the two
     # final (fat LTO, single codegen unit) links can run side by side.
-    targets = [arg for target in PLATFORMS.values() for arg in ("--target", target)]
+    targets = [arg for target in wanted.values() for arg in ("--target", target)]
     log(f"cargo build --release {' '.join(targets)} -p tasks-server (version {version}, target dir {target_dir})")
     started = time.monotonic()
     _run(["cargo", "build", "--release", "--locked", *targets, "-p", "tasks-server"],
-         what="building tasks-server for " + " and ".join(PLATFORMS.values()), env=env, cwd=source,
+         what="building tasks-server for " + " and ".join(wanted.values()), env=env, cwd=source,
          timeout=CARGO_TIMEOUT_S)
-    log(f"built tasks-server for linux/{' and linux/'.join(PLATFORMS)} in {time.monotonic() - started:.0f}s")
+    log(f"built tasks-server for linux/{' and linux/'.join(wanted)} in {time.monotonic() - started:.0f}s")
     binaries: dict[str, Path] = {}
-    for platform, target in PLATFORMS.items():
+    for platform, target in wanted.items():
         built = target_dir / target / "release" / "tasks-server"
         # Copies and the checkout share the target directory: keep each version's binary.
         keep = paths.STATE / "build" / f"tasks-server-{version}-{platform}"
@@ -512,7 +514,8 @@ def write_layout(layout: Path, binaries: dict[str, Path], version: str) -> str:
 
 
 def publish_service_image(registry: Registry, *, version_suffix: str | None = None,
-                          repository: str = REPOSITORY, extra_files: dict[str, str] | None = None) -> str:
+                          repository: str = REPOSITORY, extra_files: dict[str, str] | None = None,
+                          platforms: tuple[str, ...] = tuple(PLATFORMS)) -> str:
     """Build tasks-server for both platforms, push one image index; return ``host/repo@sha256:…``.
 
     The tag is the version (``0.1.0`` or ``0.1.0-<suffix>``); the returned reference
@@ -521,7 +524,7 @@ def publish_service_image(registry: Registry, *, version_suffix: str | None = No
     (``--version``, ``build_info`` and the image labels all say so).
     """
     version = service_version(version_suffix)
-    binaries = build_binaries(version_suffix, extra_files)
+    binaries = build_binaries(version_suffix, extra_files, platforms)
     layout = paths.STATE / "build" / f"oci-{version}"
     digest = write_layout(layout, binaries, version)
     tag_ref = f"{registry.address}/{repository}:{version}"
@@ -534,10 +537,10 @@ def publish_service_image(registry: Registry, *, version_suffix: str | None = No
     if remote != digest:
         raise RegistryError(f"{tag_ref} resolves to {remote}, pushed {digest}")
     index = json.loads(registry.crane("manifest", expected, what="crane manifest"))
-    platforms = sorted(m["platform"]["architecture"] for m in index["manifests"])
-    if platforms != sorted(PLATFORMS):
-        raise RegistryError(f"{expected}: platforms {platforms}, expected {sorted(PLATFORMS)}")
-    log(f"pushed {expected} (tag {version}; linux/{', linux/'.join(platforms)})")
+    pushed_platforms = sorted(m["platform"]["architecture"] for m in index["manifests"])
+    if pushed_platforms != sorted(binaries):
+        raise RegistryError(f"{expected}: platforms {pushed_platforms}, expected {sorted(binaries)}")
+    log(f"pushed {expected} (tag {version}; linux/{', linux/'.join(pushed_platforms)})")
     return expected
 
 
