@@ -214,20 +214,25 @@ pub async fn observe(
         .unwrap_or_else(generated_id);
     let request_id = RequestId(id_value.clone());
     let method = method_label(req.method());
-    // Resolved from the app's resource map up front, so the span is named at creation.
-    let route = req
-        .request()
-        .resource_map()
-        .match_pattern(req.path())
-        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let exporting = EXPORTING.load(Ordering::Relaxed);
+    // With an exporter the span is named before the request runs, so the route comes from
+    // matching the path against the app's resource map (its patterns are regexes: costly).
+    // Without one the span's name is seen by nobody, and the route is read after routing
+    // from the resource ids the router recorded, which matches nothing again.
+    let early_route = exporting.then(|| {
+        req.request()
+            .resource_map()
+            .match_pattern(req.path())
+            .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned())
+    });
     let id = request_id.as_str();
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = %format_args!("{method} {route}"),
+        otel.name = Empty,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
-        http.route = route.as_str(),
+        http.route = Empty,
         http.response.status_code = Empty,
         url.path = req.path(),
         url.scheme = "http",
@@ -235,7 +240,10 @@ pub async fn observe(
         "error.type" = Empty,
         request_id = id,
     );
-    let trace_id = if EXPORTING.load(Ordering::Relaxed) {
+    if let Some(route) = &early_route {
+        record_route(&span, method, route);
+    }
+    let trace_id = if exporting {
         let parent =
             opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
         let _ = span.set_parent(parent);
@@ -259,6 +267,19 @@ pub async fn observe(
     let status = match &outcome {
         Ok(res) => res.status(),
         Err(error) => error.as_response_error().status_code(),
+    };
+    let route = match (early_route, &outcome) {
+        (Some(route), _) => route,
+        (None, Ok(res)) => {
+            let route = res
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+            record_route(&span, method, &route);
+            route
+        }
+        // A middleware failed before a response existed: nothing says which route it was.
+        (None, Err(_)) => UNMATCHED_ROUTE.to_owned(),
     };
     let elapsed = started.elapsed();
     let code = status.as_u16();
@@ -286,6 +307,11 @@ pub async fn observe(
     let mut res = outcome?;
     res.headers_mut().insert(REQUEST_ID.clone(), id_value);
     Ok(res)
+}
+
+fn record_route(span: &tracing::Span, method: &str, route: &str) {
+    span.record("otel.name", format_args!("{method} {route}"));
+    span.record("http.route", route);
 }
 
 /// `network.protocol.version` as the HTTP semantic conventions spell it (`1.1`, `2`).
