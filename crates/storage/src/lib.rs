@@ -36,8 +36,14 @@ pub mod embedded {
     refinery::embed_migrations!("migrations");
 
     /// A runner over the embedded migrations.
+    ///
+    /// It tolerates migrations in the database that this binary does not know: after a
+    /// newer release has applied its (expand-only) migrations, a rollback or a restarted
+    /// pod of the previous release must still start against that schema. refinery's
+    /// default refuses them; a migration that *diverges* (same version, other content)
+    /// is still refused.
     #[must_use]
     pub fn runner() -> refinery::Runner {
-        migrations::runner()
+        migrations::runner().set_abort_missing(false)
     }
 }

@@ -24,6 +24,37 @@ async fn fresh_database_gets_every_migration_and_a_rerun_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_schema_migrated_by_a_newer_release_still_starts_this_one() {
+    // A rollback after the next release applied its expand migration: the database
+    // holds a migration this binary has never heard of.
+    let db = tasks_test_support::fresh_database().await;
+    let settings = common::settings(&db);
+    run_locked(&settings, tasks_storage::embedded::runner(), "t")
+        .await
+        .unwrap();
+    let client = settings.connect(std::time::Duration::ZERO).await.unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE tasks ADD COLUMN next_release_note text; \
+             INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             SELECT 9999, 'next_release_note', applied_on, '1' FROM refinery_schema_history LIMIT 1",
+        )
+        .await
+        .unwrap();
+
+    let rerun = run_locked(&settings, tasks_storage::embedded::runner(), "t")
+        .await
+        .expect("the previous release refuses a schema one release ahead");
+    assert!(rerun.applied.is_empty());
+    assert!(
+        pending(&settings, &tasks_storage::embedded::runner())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn eight_concurrent_migrators_apply_each_migration_once() {
     let db = tasks_test_support::fresh_database().await;
     let settings = common::settings(&db);
