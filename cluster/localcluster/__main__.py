@@ -21,6 +21,8 @@ def run_test(nodes: int, *, keep: bool) -> int:
         network.up_host()
         cluster._refuse_if_taken(cluster.REGISTRY_ADDRESS)
         registry.start()
+        # Recorded like every daemon, so `down` stops it even if this process dies.
+        (process.pids_dir() / "registry").write_text(str(registry._process.pid))
         info = cluster.up(nodes, registry=registry)
         print(json.dumps(info["timings"]), flush=True)
         artefacts = publish(registry)
