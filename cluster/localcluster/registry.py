@@ -286,7 +286,7 @@ def _sync_copy(copy: Path) -> None:
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    if path.read_text() != text:
+    if not path.exists() or path.read_text() != text:
         path.write_text(text)
 
 
