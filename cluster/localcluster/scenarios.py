@@ -206,6 +206,19 @@ class Lifecycle:
         digest = release.image.split("@", 1)[1]
         return len(pods) == 2 and all(ready(p) and p["spec"]["containers"][0]["image"].endswith(digest) for p in pods)
 
+    def _converged_on(self, release: Release, timeout: float = 60) -> float | None:
+        """Seconds until only ``release``'s pods run, all ready; None after ``timeout``.
+
+        Helm 3's ``--wait`` returns once the new ReplicaSet is ready, possibly before
+        the Deployment controller has scaled the old one down; Helm 4 waits for the
+        rollout to finish. Either way the state must converge, and soon."""
+        started = time.monotonic()
+        try:
+            poll(f"every app pod runs {release.version}", lambda: self._all_apps_on(release), timeout, 0.2)
+        except TimeoutError:
+            return None
+        return time.monotonic() - started
+
     def _fail_logs(self) -> None:
         print(self.kube.run("get", "pods,pvc,events", "-o", "wide", check=False).stdout[-4000:])
 
@@ -289,7 +302,9 @@ class Lifecycle:
                      f"load started {rollout_started - summary['started']:.1f}s before the rollout, "
                      f"{'still running' if load_outlived_rollout else 'had stopped'} when it ended "
                      f"({rollout_ended - rollout_started:.1f}s)")
-        self.r.check(f"[{self.tag}] every app pod runs the next release", self._all_apps_on(self.release_next))
+        converged = self._converged_on(self.release_next)
+        self.r.check(f"[{self.tag}] every app pod runs the next release", converged is not None,
+                     f"{converged:.1f}s after helm returned" if converged is not None else "not within 60s")
         pg_after = self._pg()
         self.r.check(f"[{self.tag}] the PostgreSQL pod is the same pod after the upgrade (UID, no restart)",
                      pg_after["metadata"]["uid"] == pg_before["metadata"]["uid"] and restarts(pg_after) == restarts(pg_before),
@@ -366,8 +381,10 @@ class Lifecycle:
         task_id = (created or {}).get("id")
         started = time.monotonic()
         rollback = self.helm.run("rollback", RELEASE, "1", "--wait", "--timeout", "5m")
-        self.r.check(f"[{self.tag}] helm rollback to release N", rollback.returncode == 0 and self._all_apps_on(self.release_n),
-                     (rollback.stdout + rollback.stderr).strip()[-1500:])
+        converged = self._converged_on(self.release_n) if rollback.returncode == 0 else None
+        self.r.check(f"[{self.tag}] helm rollback to release N", converged is not None,
+                     f"every app pod on N {converged:.1f}s after helm returned" if converged is not None
+                     else (rollback.stdout + rollback.stderr).strip()[-1500:])
         status, _ = load.request(host, port, "GET", f"/v1/tasks/{task_id}", TOKEN)
         self.r.check(f"[{self.tag}] release N reads the data after the rollback (schema of N+1 kept)", status == 200, f"HTTP {status}")
         rollback_seconds = time.monotonic() - started
