@@ -102,7 +102,7 @@ bench:
     scripts/bench.sh
 
 # ===================================================================================
-# Deploy workflows and the lifecycle rehearsal (scripts/deploy-*.sh, rehearsal/).
+# Deploy workflows and the real test cluster (scripts/deploy-*.sh, scripts/cluster.sh).
 # Each prints every command before running it; DRY_RUN=1 prints without running.
 # ===================================================================================
 
@@ -149,7 +149,3 @@ cluster-down:
 # The release on a real cluster: images and chart through the registry, install, helm test, upgrade under load, crashes, rollback, uninstall (Helm 4 and 3).
 test-cluster:
     scripts/cluster.sh test
-
-# Lifecycle rehearsal: the production chart played with real processes (first start of 8, rolling update under load, pod crash, database restart).
-rehearse:
-    rehearsal/run.sh

@@ -13,7 +13,7 @@
 #                    package and PG_BINDIR)
 #          musl      the Rust target x86_64-unknown-linux-musl and Debian's musl-tools
 #                    (x86_64-linux-musl-gcc), for the static binary of the image
-#          wrk       Debian's wrk (load generator of the rehearsal and the benchmark)
+#          wrk       Debian's wrk (load generator of the cluster scenarios and the benchmark)
 #          prometheus  Debian's prometheus (prometheus and promtool, for just test-observability):
 #                    found on PATH, or installed under CI=true as root, or a message naming it
 #   Debian packages are installed (scripts/lib/debian.sh) when running as root; otherwise

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real, throwaway PostgreSQL: the one implementation, used by `just run`, the shell
-# suites, the benchmark, the rehearsal AND the Rust test harness
+# suites, the benchmark AND the Rust test harness
 # (crates/test-support/src/local.rs runs this script for every server it starts).
 #
 # Why the script and not the Rust harness: the shell suites and `just run` need a server

@@ -318,7 +318,7 @@ if [[ -z "$SHELLCHECK" && -x "$ROOT/.tools/venv/bin/python" ]]; then
     [[ -x "$ROOT/.tools/venv/bin/shellcheck" ]] && SHELLCHECK="$ROOT/.tools/venv/bin/shellcheck"
 fi
 if [[ -n "$SHELLCHECK" ]]; then
-    if out="$("$SHELLCHECK" -x scripts/deploy-lib.sh scripts/deploy-local.sh scripts/deploy-staging.sh scripts/test-deploy.sh rehearsal/run.sh 2>&1)"; then
+    if out="$("$SHELLCHECK" -x scripts/deploy-lib.sh scripts/deploy-local.sh scripts/deploy-staging.sh scripts/test-deploy.sh 2>&1)"; then
         pass "shellcheck deploy scripts"
     else
         fail "shellcheck deploy scripts" "$out"

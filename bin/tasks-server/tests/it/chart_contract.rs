@@ -7,9 +7,8 @@
 //! for configuration keys, defaults and effective values, and a running server for the
 //! health routes. Nothing here needs a cluster or a database.
 //!
-//! What a pod gives the app container (variables, secret files) is computed by
-//! `rehearsal/pod_environment.py`, the same code the lifecycle rehearsal runs, so the two
-//! cannot disagree about it.
+//! What a pod gives the app container (variables, secret files) is computed from the
+//! rendered manifests by `scripts/lib/pod_environment.py`, as the kubelet would.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -88,7 +87,7 @@ struct Render {
     environment: OnceLock<PodEnvironment>,
 }
 
-/// The answer of `rehearsal/pod_environment.py` (the fields used here).
+/// The answer of `scripts/lib/pod_environment.py` (the fields used here).
 #[derive(Debug, Deserialize)]
 struct PodEnvironment {
     /// Every variable, as the container sees it.
@@ -126,9 +125,9 @@ struct MountedFile {
     data: Option<String>,
 }
 
-/// Runs `rehearsal/pod_environment.py` on `docs` for the app container of the Deployment.
+/// Runs `scripts/lib/pod_environment.py` on `docs` for the app container of the Deployment.
 fn pod_environment(label: &str, docs: &[Value]) -> PodEnvironment {
-    let script = repo_root().join("rehearsal/pod_environment.py");
+    let script = repo_root().join("scripts/lib/pod_environment.py");
     let request = json!({
         "docs": docs,
         "kind": "Deployment",

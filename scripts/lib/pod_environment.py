@@ -3,10 +3,11 @@
 would: variables (`envFrom`, then `env`, later wins, `$(VAR)` references expanded) and
 the files of its Secret, ConfigMap and projected volumes.
 
-The one implementation of this: the lifecycle rehearsal (`rehearse.py`) imports it, and
-the chart contract test (`bin/tasks-server/tests/it/chart_contract.rs`) runs it:
+Used by the chart contract test (`bin/tasks-server/tests/it/chart_contract.rs`), which
+asks it what the chart's Deployment gives the app container and checks that against the
+binary:
 
-    python3 rehearsal/pod_environment.py < request.json > environment.json
+    python3 scripts/lib/pod_environment.py < request.json > environment.json
 
 The request is a JSON object:
   docs              the rendered manifests (a list of objects, as `helm template` renders them)
