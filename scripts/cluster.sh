@@ -3,13 +3,17 @@
 # Kubernetes built from the Go module proxy, a registry on the cluster's bridge, and the
 # release scenarios run on them.
 #
-#   scripts/cluster.sh up|down|status|test|build-tools
+#   scripts/cluster.sh up|down|status|test|prefetch|build-tools
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ "$(id -u)" != 0 ]]; then
     echo "cluster: a node needs root (network namespaces, mounts, cgroups); run as root" >&2
     exit 1
 fi
-"$ROOT/scripts/ensure-tools.sh" helm helm3 kubectl wrk >&2
+# prefetch runs beside other suites (./just test): it needs none of these, and
+# ensure-tools is not meant to run twice at once.
+if [[ "${1:-}" != prefetch ]]; then
+    "$ROOT/scripts/ensure-tools.sh" helm helm3 kubectl wrk >&2
+fi
 export PATH="$ROOT/.tools/bin:$PATH"
 PYTHONPATH="$ROOT/cluster${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m localcluster "$@"

@@ -6,6 +6,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 
 from . import cluster, paths, process, tools
 
@@ -26,7 +27,9 @@ def run_test(nodes: int, *, keep: bool) -> int:
         info = cluster.up(nodes, registry=registry)
         print(json.dumps(info["timings"]), flush=True)
         artefacts = publish(registry)
-        results = scenarios.run_all(info, artefacts)
+        # A node can fail only where another one keeps PostgreSQL (its volume is local to node1).
+        node_control = cluster.NodeControl(nodes, info["pause_image"]) if nodes > 1 else None
+        results = scenarios.run_all(info, artefacts, nodes=node_control)
     finally:
         if not keep:
             registry.stop()
@@ -74,6 +77,62 @@ def publish(registry) -> dict:
     }
 
 
+def unit_tests() -> int:
+    """The package's own tests (cluster/tests, pytest), one PASS/FAIL line per test and
+    ``cluster-unit: N passed, M failed, K skipped`` for the suite runner."""
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    with tempfile.TemporaryDirectory() as work:
+        report = f"{work}/junit.xml"
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+                                 str(paths.REPO / "cluster" / "tests")], cwd=paths.REPO)
+        counts = {"passed": 0, "failed": 0, "skipped": 0}
+        try:
+            cases = list(ET.parse(report).getroot().iter("testcase"))
+        except (OSError, ET.ParseError):
+            cases = []
+        for case in cases:
+            verdicts = {child.tag for child in case}
+            name = f"{case.get('classname')}::{case.get('name')}"
+            if verdicts & {"failure", "error"}:
+                counts["failed"] += 1
+                print(f"FAIL {name}")
+            elif "skipped" in verdicts:
+                counts["skipped"] += 1
+                print(f"SKIP {name}")
+            else:
+                counts["passed"] += 1
+                print(f"PASS {name}")
+    if result.returncode != 0 and counts["failed"] == 0:
+        counts["failed"] = 1  # pytest itself failed (collection, usage): a failure with no test to name
+    print(f"cluster-unit: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped", flush=True)
+    return 0 if counts["failed"] == 0 else 1
+
+
+def prefetch() -> None:
+    """Everything the suite builds that no other suite builds: the node's Debian
+    packages, the cross toolchain, the Go tools, cargo-cyclonedx, the PostgreSQL and
+    pause images, and release N for arm64. Each is cached per machine (the binary in its
+    own target directory) and built under a lock, so
+    ``./just test`` runs this in the background (niced) while the other suites run and
+    ``test-cluster`` waits for whatever is still being built."""
+    from . import images, node, registry as registries
+
+    started = time.monotonic()
+    tools.debian_install(*node.DEBIAN_PACKAGES)
+    registries.ensure_cross_toolchain()
+    for tool in (tools.KUBE, tools.COSIGN, tools.COREDNS, tools.CRANE):
+        tools.ensure(tool)
+    registries.ensure_cargo_cyclonedx()
+    images.pause()
+    images.postgres()
+    # Release N for arm64 (its own target directory): the one release build that no
+    # other suite makes and no other suite's cargo lock guards.
+    registries.build_binaries(platforms=("arm64",))
+    print(f"cluster: prefetch done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localcluster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop everything the cluster started and remove its state")
     commands.add_parser("status", help="what runs, nodes and pods")
     test = commands.add_parser("test", help="up, publish the release through the registry, run every scenario, down")
-    test.add_argument("--nodes", type=int, default=1)
+    test.add_argument("--nodes", type=int, default=2,
+                      help="nodes to start (default 2: the node-failure scenario needs one besides PostgreSQL's)")
     test.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     test.add_argument("--existing-cluster", metavar="KUBECONFIG",
                       help="run the scenarios on this cluster instead of starting one (kind in CI)")
@@ -92,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("--expect-network-policy", action="store_true",
                       help="the cluster's CNI enforces NetworkPolicies (Calico in the kind workflow): also check that "
                            "pods without the client label reach neither the API nor PostgreSQL")
+    commands.add_parser("unit-tests", help="the package's own tests (cluster/tests) with a summary line")
+    commands.add_parser("prefetch", help="build (or find cached) everything the suite needs that no other suite builds")
     build = commands.add_parser("build-tools", help="build (or find cached) the tools; prints their paths")
     build.add_argument("names", nargs="*", default=sorted(tools.TOOLS))
     args = parser.parse_args(argv)
@@ -110,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_test(args.nodes, keep=args.keep)
         elif args.command == "status":
             print(cluster.status())
+        elif args.command == "unit-tests":
+            return unit_tests()
+        elif args.command == "prefetch":
+            prefetch()
         elif args.command == "build-tools":
             for name in args.names:
                 print(tools.ensure(tools.TOOLS[name]))

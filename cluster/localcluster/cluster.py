@@ -63,6 +63,20 @@ def _refuse_if_taken(address: str) -> None:
             )
 
 
+class NodeControl:
+    """Fails and recovers this checkout's nodes by name, for the node-failure scenario."""
+
+    def __init__(self, node_count: int, pause_image: str):
+        self._nodes = {member.name: member for member in nodes(node_count)}
+        self._pause_image = pause_image
+
+    def fail(self, name: str) -> None:
+        node.fail(self._nodes[name])
+
+    def recover(self, name: str) -> None:
+        node.recover(self._nodes[name], registry=REGISTRY_ADDRESS, pause_image=self._pause_image)
+
+
 def up(node_count: int = 1, registry=None) -> dict:
     """Start everything; returns what scenarios need (kubeconfig, registry, timings).
 
@@ -87,6 +101,9 @@ def up(node_count: int = 1, registry=None) -> dict:
     for member in nodes(node_count):
         for step, seconds in node.up(member, registry=REGISTRY_ADDRESS, pause_image=pause).items():
             timings[f"{member.name}/{step}"] = seconds
+    network.route_pods_between(nodes(node_count))
+    # The host reaches Services through the first node: the one a node-failure scenario keeps.
+    network.route_services(nodes(node_count)[0])
     timings["total"] = time.monotonic() - started
     info = {
         "kubeconfig": str(control_plane.admin_kubeconfig()),

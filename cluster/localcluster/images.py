@@ -25,9 +25,7 @@ refreshed once per process; when the mirror cannot be reached, the last index is
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import gzip
 import hashlib
 import json
@@ -40,7 +38,6 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 from . import paths, tools
 
@@ -192,16 +189,6 @@ def _key(*parts: str | bytes) -> str:
         digest.update(part if isinstance(part, bytes) else part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _locked(name: str) -> Iterator[None]:
-    """One build of an image at a time on this machine (parallel test processes)."""
-    lock_dir = paths.CACHE / "images"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _cached(directory: Path, name: str, tag: str) -> ImageContent | None:
@@ -377,7 +364,7 @@ def postgres() -> ImageContent:
     key = _key("postgres", POSTGRES_RECIPE, debian, ENTRYPOINT.read_bytes(), repr(_POSTGRES_TRIM))
     directory = paths.CACHE / "images" / f"postgres-{key}"
     config = _postgres_config(debian)
-    with _locked("postgres"):
+    with paths.cache_lock("image-postgres"):
         cached = _cached(directory, "postgres", version)
         if cached is not None:
             return cached
@@ -580,7 +567,7 @@ def pause() -> ImageContent:
     key = _key("pause", PAUSE_RECIPE, debian)
     directory = paths.CACHE / "images" / f"pause-{key}"
     config = _pause_config(debian)
-    with _locked("pause"):
+    with paths.cache_lock("image-pause"):
         cached = _cached(directory, "pause", version)
         if cached is not None:
             return cached

@@ -131,6 +131,43 @@ def up_node(node: Node) -> None:
     run("ip", "route", "replace", str(node.pod_network), "via", node.address)
 
 
+def route_pods_between(nodes: list[Node]) -> None:
+    """Each node reaches the other nodes' pods through their address on the bridge.
+
+    Pods leave their node masqueraded (the CNI bridge's ``ipMasq``), so answers come
+    back to the node's own address and need no route of their own."""
+    for node in nodes:
+        for other in nodes:
+            if other != node:
+                run("ip", "route", "replace", str(other.pod_network), "via", other.address, netns=node.netns)
+    if len(nodes) > 1:
+        _allow_bridged_forwarding()
+
+
+#: Marks the one host firewall rule the cluster adds, so ``down_host`` finds it.
+_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-m", "comment", "--comment", "tasks-cluster", "-j", "ACCEPT"]
+
+
+def _allow_bridged_forwarding() -> None:
+    """Node-to-node frames cross the host's bridge. Where the host filters bridged
+    traffic (br_netfilter with ``bridge-nf-call-iptables = 1``, as Docker Engine sets
+    it, with a FORWARD policy of DROP) they pass the host's FORWARD chain: accept what
+    stays on the cluster's bridge, nothing else."""
+    if shutil.which("iptables") is None:
+        return
+    if run("iptables", "-C", *_RULE, check=False).returncode != 0:
+        run("iptables", "-I", *_RULE)
+
+
+def partition(node: Node) -> None:
+    """Cut ``node`` off the bridge, as a failed machine or a broken link would be."""
+    run("ip", "link", "set", node.veth_host, "down")
+
+
+def heal(node: Node) -> None:
+    run("ip", "link", "set", node.veth_host, "up")
+
+
 def route_services(via: Node) -> None:
     """Send the host's traffic for Service addresses through ``via``, where kube-proxy's rules are."""
     run("ip", "route", "replace", str(SERVICE_NETWORK), "via", via.address)
@@ -145,4 +182,7 @@ def down_node(node: Node) -> None:
 
 def down_host() -> None:
     run("ip", "route", "del", str(SERVICE_NETWORK), check=False)
+    if shutil.which("iptables"):
+        while run("iptables", "-C", *_RULE, check=False).returncode == 0:
+            run("iptables", "-D", *_RULE, check=False)
     run("ip", "link", "del", BRIDGE, check=False)

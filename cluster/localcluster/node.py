@@ -238,8 +238,25 @@ def up(node: network.Node, *, registry: str, pause_image: str) -> dict[str, floa
         timeout=120,
         watch=[containerd_name, kubelet_name, proxy_name],
     )
-    network.route_services(node)
+    if node.index == 1:
+        network.route_services(node)
     return timings
+
+
+def fail(node: network.Node) -> None:
+    """The node dies as a machine would: its daemons and every container SIGKILLed at
+    once, and its link to the bridge cut. Nothing is told to anyone; the control plane
+    finds out by the missing heartbeats."""
+    network.partition(node)
+    for name in names(node):
+        process.kill(name)
+    _kill_containers(node)
+
+
+def recover(node: network.Node, *, registry: str, pause_image: str) -> dict[str, float]:
+    """The failed node back: its link, then its daemons on the state they left."""
+    network.heal(node)
+    return up(node, registry=registry, pause_image=pause_image)
 
 
 def _ready(node: network.Node) -> bool:

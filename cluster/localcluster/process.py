@@ -111,6 +111,18 @@ def stop(name: str, *, timeout: float = 20.0) -> None:
     record.unlink(missing_ok=True)
 
 
+def kill(name: str) -> None:
+    """SIGKILL the daemon's process group at once (a crash, not a stop)."""
+    value = pid(name)
+    if value is not None:
+        try:
+            os.killpg(value, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap(value)
+    (pids_dir() / name).unlink(missing_ok=True)
+
+
 def _group_alive(group: int) -> bool:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

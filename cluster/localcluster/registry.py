@@ -317,40 +317,41 @@ def _source_for(version: str, version_suffix: str | None, extra_files: dict[str,
     return copy
 
 
-def _target_dir() -> Path:
+def target_dir(platform: str) -> Path:
+    """Where a platform's release binary is built.
+
+    amd64 builds where scripts/image.sh builds it (``CARGO_TARGET_DIR`` or ``target/``),
+    so the image test's binary of the same checkout is reused, not rebuilt; the copies
+    of release N+1 share its dependencies. arm64 builds in a directory of its own
+    (``cross/`` under it): nothing there is shared with amd64 anyway, and ``prefetch``
+    can build it beside the other suites without holding their cargo lock."""
     configured = os.environ.get("CARGO_TARGET_DIR")
-    return Path(configured) if configured else paths.REPO / "target"
+    base = Path(configured) if configured else paths.REPO / "target"
+    return base if platform == "amd64" else base / "cross"
 
 
 def build_binaries(version_suffix: str | None = None, extra_files: dict[str, str] | None = None,
                    platforms: tuple[str, ...] = tuple(PLATFORMS)) -> dict[str, Path]:
     """Static tasks-server binaries per platform (release profile, as scripts/image.sh builds them)."""
-    wanted = {platform: PLATFORMS[platform] for platform in platforms}
     ensure_cross_toolchain()
     version = service_version(version_suffix)
     source = _source_for(version, version_suffix, extra_files)
-    env = dict(os.environ)
-    # One target directory for the checkout and the copies (and scripts/image.sh, for
-    # amd64): the dependencies build once. CARGO_TARGET_DIR, when set, is that directory.
-    target_dir = _target_dir()
-    env["CARGO_TARGET_DIR"] = str(target_dir)
-    env[f"CC_{PLATFORMS['arm64'].replace('-', '_')}"] = ARM64_CC
-    env[f"CARGO_TARGET_{PLATFORMS['arm64'].replace('-', '_').upper()}_LINKER"] = ARM64_CC
-    if version_suffix is not None:
-        # The copy has no .git: build.rs takes the revision from here (what git would say).
-        env["GIT_REVISION"] = _git("rev-parse", "--short=12", "HEAD")
-    # One cargo run for both targets: one lock on the target directory, and the two
-    # final (fat LTO, single codegen unit) links can run side by side.
-    targets = [arg for target in wanted.values() for arg in ("--target", target)]
-    log(f"cargo build --release {' '.join(targets)} -p tasks-server (version {version}, target dir {target_dir})")
-    started = time.monotonic()
-    _run(["cargo", "build", "--release", "--locked", *targets, "-p", "tasks-server"],
-         what="building tasks-server for " + " and ".join(wanted.values()), env=env, cwd=source,
-         timeout=CARGO_TIMEOUT_S)
-    log(f"built tasks-server for linux/{' and linux/'.join(wanted)} in {time.monotonic() - started:.0f}s")
     binaries: dict[str, Path] = {}
-    for platform, target in wanted.items():
-        built = target_dir / target / "release" / "tasks-server"
+    for platform in platforms:
+        target = PLATFORMS[platform]
+        directory = target_dir(platform)
+        env = dict(os.environ, CARGO_TARGET_DIR=str(directory))
+        env[f"CC_{PLATFORMS['arm64'].replace('-', '_')}"] = ARM64_CC
+        env[f"CARGO_TARGET_{PLATFORMS['arm64'].replace('-', '_').upper()}_LINKER"] = ARM64_CC
+        if version_suffix is not None:
+            # The copy has no .git: build.rs takes the revision from here (what git would say).
+            env["GIT_REVISION"] = _git("rev-parse", "--short=12", "HEAD")
+        log(f"cargo build --release --target {target} -p tasks-server (version {version}, target dir {directory})")
+        started = time.monotonic()
+        _run(["cargo", "build", "--release", "--locked", "--target", target, "-p", "tasks-server"],
+             what=f"building tasks-server for {target}", env=env, cwd=source, timeout=CARGO_TIMEOUT_S)
+        log(f"built tasks-server for linux/{platform} in {time.monotonic() - started:.0f}s")
+        built = directory / target / "release" / "tasks-server"
         # Copies and the checkout share the target directory: keep each version's binary.
         keep = paths.STATE / "build" / f"tasks-server-{version}-{platform}"
         keep.parent.mkdir(parents=True, exist_ok=True)
@@ -610,20 +611,28 @@ def verify(ref: str, public_key: Path) -> list[dict[str, object]]:
 
 
 def ensure_cargo_cyclonedx() -> Path:
-    """cargo-cyclonedx from crates.io, installed once per machine (keyed by version)."""
+    """cargo-cyclonedx from crates.io, installed once per machine (keyed by version).
+
+    Built with the dev profile (``--debug``): it reads ``cargo metadata`` once per SBOM,
+    so optimisation buys nothing at run time and the optimised build costs several
+    CPU-minutes of a first run on two cores."""
     root = paths.CACHE / "cargo" / f"cargo-cyclonedx-{CARGO_CYCLONEDX_VERSION}"
     binary = root / "bin" / "cargo-cyclonedx"
     if binary.exists():
         return binary
-    partial = root.with_name(root.name + f".partial-{os.getpid()}")
-    env = dict(os.environ, CARGO_TARGET_DIR=str(paths.CACHE / "cargo" / "target-cargo-cyclonedx"))
-    log(f"cargo install cargo-cyclonedx {CARGO_CYCLONEDX_VERSION}; cached in {root}")
-    started = time.monotonic()
-    _run(["cargo", "install", "cargo-cyclonedx", "--version", CARGO_CYCLONEDX_VERSION, "--locked", "--root", str(partial)],
-         what="cargo install cargo-cyclonedx", env=env, timeout=CARGO_TIMEOUT_S)
-    partial.rename(root)
-    shutil.rmtree(paths.CACHE / "cargo" / "target-cargo-cyclonedx", ignore_errors=True)
-    log(f"built cargo-cyclonedx in {time.monotonic() - started:.0f}s")
+    with paths.cache_lock("cargo-cyclonedx"):
+        if binary.exists():
+            return binary
+        partial = root.with_name(root.name + f".partial-{os.getpid()}")
+        target = paths.CACHE / "cargo" / f"target-cargo-cyclonedx-{os.getpid()}"
+        env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+        log(f"cargo install --debug cargo-cyclonedx {CARGO_CYCLONEDX_VERSION}; cached in {root}")
+        started = time.monotonic()
+        _run(["cargo", "install", "--debug", "cargo-cyclonedx", "--version", CARGO_CYCLONEDX_VERSION, "--locked",
+              "--root", str(partial)], what="cargo install cargo-cyclonedx", env=env, timeout=CARGO_TIMEOUT_S)
+        partial.rename(root)
+        shutil.rmtree(target, ignore_errors=True)
+        log(f"built cargo-cyclonedx in {time.monotonic() - started:.0f}s")
     return binary
 
 

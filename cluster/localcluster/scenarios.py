@@ -167,7 +167,7 @@ class Lifecycle:
     driven by one Helm binary in a namespace of its own."""
 
     def __init__(self, results: Results, helm_binary: str, kubeconfig: str, chart_ref: str, chart_version: str,
-                 postgres_sets: list[str], releases: tuple[Release, Release], *, disruptions: bool):
+                 postgres_sets: list[str], releases: tuple[Release, Release], *, disruptions: bool, nodes=None):
         self.r = results
         self.namespace = f"tasks-helm{Helm(helm_binary, kubeconfig, 'default').major}"
         self.helm = Helm(helm_binary, kubeconfig, self.namespace)
@@ -176,6 +176,9 @@ class Lifecycle:
         self.postgres_sets = postgres_sets
         self.release_n, self.release_next = releases
         self.disruptions = disruptions
+        #: Fails and recovers nodes (``cluster.NodeControl``) where this suite started the
+        #: cluster itself and it has a node besides PostgreSQL's; None elsewhere.
+        self.nodes = nodes
         self.tag = f"helm {self.helm.version}"
 
     # -- helpers ------------------------------------------------------------------
@@ -234,6 +237,9 @@ class Lifecycle:
                 self.app_crash()
                 self.database_pod_deleted()
                 self.database_killed()
+                self.database_down_beyond_liveness()
+                if self.nodes is not None:
+                    self.node_failure()
             self.rollback_and_uninstall()
         except (TimeoutError, RuntimeError, subprocess.TimeoutExpired) as error:
             self.r.check(f"[{self.tag}] lifecycle ran to the end", False, str(error)[:2000])
@@ -258,22 +264,44 @@ class Lifecycle:
         self.r.figure("install", helm=self.helm.version, ready_s=round(seconds, 1), test_s=round(test_seconds, 1),
                       postgres_pod_uid=self.pg_uid)
 
-    def upgrade_under_load(self) -> None:
+    def _rollout_under_load(self, what: str, helm_args: list[str], during=None) -> tuple[int, str, dict, float]:
+        """Run ``helm <helm_args>`` while wrk loads the Service; check 0 failed requests and
+        that the load covered the rollout from before it began until after it ended.
+        ``during`` runs while Helm waits (the rollout is in progress)."""
         host, port = self._api()
-        pg_before = self._pg()
-        old_pods = self._app_pods()
         wrk = load.Wrk(f"http://{host}:{port}", TOKEN, seconds=300)
         poll("load is being served", lambda: wrk.running(), 10)
         time.sleep(1)  # let the load establish its connections before the rollout starts
         rollout_started = time.monotonic()
-        upgrade = subprocess.Popen(
-            [self.helm.binary, "--kubeconfig", self.helm.kubeconfig, "-n", self.namespace, "upgrade", RELEASE, self.chart_ref,
-             "--version", self.chart_version, "--plain-http", *self._values(self.release_next), "--wait", "--timeout", "5m"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        # While old pods still serve, the new release's migration lands: ask an old pod
-        # directly, against the new schema.
-        old_answers = []
+        process = subprocess.Popen([self.helm.binary, "--kubeconfig", self.helm.kubeconfig, "-n", self.namespace, *helm_args],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
+            if during is not None:
+                during()
+        finally:
+            output, _ = process.communicate(timeout=400)
+        rollout_ended = time.monotonic()
+        # wrk stops by itself at its request or time limit: still running now means it
+        # sent load from before the rollout began until after it ended.
+        load_outlived_rollout = wrk.running()
+        summary = wrk.stop()
+        self.r.check(f"[{self.tag}] {what} under load: 0 failed requests", summary["failed"] == 0 and summary["requests"] > 0,
+                     f"{summary['requests']} requests, {summary['failed']} failed")
+        self.r.check(f"[{self.tag}] {what}: the load spanned the whole rollout",
+                     summary["started"] < rollout_started and load_outlived_rollout,
+                     f"load started {rollout_started - summary['started']:.1f}s before the rollout, "
+                     f"{'still running' if load_outlived_rollout else 'had stopped'} when it ended "
+                     f"({rollout_ended - rollout_started:.1f}s)")
+        return process.returncode, output, summary, rollout_ended - rollout_started
+
+    def upgrade_under_load(self) -> None:
+        pg_before = self._pg()
+        old_pods = self._app_pods()
+        old_answers = []
+
+        def ask_old_pods_against_the_new_schema() -> None:
+            # While old pods still serve, the new release's migration lands: ask an old
+            # pod directly, against the new schema.
             poll("the new release's migration is applied", lambda: self.kube.psql(
                 "SELECT count(*) FROM information_schema.columns WHERE table_name = 'tasks' AND column_name = 'next_release_probe'") == "1", 240)
             for pod in old_pods:
@@ -284,24 +312,15 @@ class Lifecycle:
                     old_answers.append((pod["metadata"]["name"], status_get, status_post))
                 except OSError as error:
                     old_answers.append((pod["metadata"]["name"], type(error).__name__, ""))
-        finally:
-            output, _ = upgrade.communicate(timeout=400)
-        rollout_ended = time.monotonic()
-        # wrk stops by itself at its request or time limit: still running now means it
-        # sent load from before the rollout began until after it ended.
-        load_outlived_rollout = wrk.running()
-        summary = wrk.stop()
-        self.r.check(f"[{self.tag}] upgrade to the next release (new version, expand migration)", upgrade.returncode == 0, output.strip()[-1500:])
+
+        returncode, output, summary, rollout_seconds = self._rollout_under_load(
+            "upgrade to the next release", ["upgrade", RELEASE, self.chart_ref, "--version", self.chart_version, "--plain-http",
+                                            *self._values(self.release_next), "--wait", "--timeout", "5m"],
+            during=ask_old_pods_against_the_new_schema)
+        self.r.check(f"[{self.tag}] upgrade to the next release (new version, expand migration)", returncode == 0, output.strip()[-1500:])
         answered = [a for a in old_answers if a[1] == 200 and a[2] == 201]
         self.r.check(f"[{self.tag}] old pods answered against the new schema during the upgrade", len(answered) >= 1,
                      f"{old_answers}")
-        self.r.check(f"[{self.tag}] upgrade under load: 0 failed requests", summary["failed"] == 0 and summary["requests"] > 0,
-                     f"{summary['requests']} requests, {summary['failed']} failed")
-        self.r.check(f"[{self.tag}] the load spanned the whole rollout",
-                     summary["started"] < rollout_started and load_outlived_rollout,
-                     f"load started {rollout_started - summary['started']:.1f}s before the rollout, "
-                     f"{'still running' if load_outlived_rollout else 'had stopped'} when it ended "
-                     f"({rollout_ended - rollout_started:.1f}s)")
         converged = self._converged_on(self.release_next)
         self.r.check(f"[{self.tag}] every app pod runs the next release", converged is not None,
                      f"{converged:.1f}s after helm returned" if converged is not None else "not within 60s")
@@ -310,7 +329,7 @@ class Lifecycle:
                      pg_after["metadata"]["uid"] == pg_before["metadata"]["uid"] and restarts(pg_after) == restarts(pg_before),
                      f"uid {pg_before['metadata']['uid']} -> {pg_after['metadata']['uid']}, restarts {restarts(pg_before)} -> {restarts(pg_after)}")
         self.r.figure("upgrade", helm=self.helm.version, requests=summary["requests"], failed=summary["failed"],
-                      p99_ms=summary["p99_ms"], rollout_s=round(rollout_ended - rollout_started, 1),
+                      p99_ms=summary["p99_ms"], rollout_s=round(rollout_seconds, 1),
                       postgres_uid_before=pg_before["metadata"]["uid"], postgres_uid_after=pg_after["metadata"]["uid"])
 
     def app_crash(self) -> None:
@@ -374,17 +393,121 @@ class Lifecycle:
 
         self._database_outage("database server SIGKILLed", kill)
 
+    def database_down_beyond_liveness(self) -> None:
+        """PostgreSQL gone for longer than the app's liveness window: the app pods turn
+        unready (readiness follows the database) but are never restarted."""
+        probe = self._app_pods()[0]["spec"]["containers"][0]["livenessProbe"]
+        window = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3) + probe.get("timeoutSeconds", 1)
+        statefulset = PG_POD.rsplit("-", 1)[0]
+        observed = {}
+
+        def outage(pod: dict) -> None:
+            self.kube.run("scale", "statefulset", statefulset, "--replicas=0")
+            poll("the PostgreSQL pod is gone", lambda: self.kube.run("get", "pod", PG_POD, check=False).returncode != 0, 120)
+            down_since = time.monotonic()
+            before = {p["metadata"]["name"]: restarts(p) for p in self._app_pods()}
+            unready_seen = False
+            # Watch the app pods for the whole window plus one probe period (a restart
+            # ends the watch early; the check after the outage reports it).
+            while time.monotonic() < down_since + window + probe.get("periodSeconds", 10):
+                pods = self._app_pods()
+                unready_seen = unready_seen or (bool(pods) and not any(ready(p) for p in pods))
+                if {p["metadata"]["name"]: restarts(p) for p in pods} != before:
+                    break
+                time.sleep(1)
+            observed.update(down_s=time.monotonic() - down_since, unready=unready_seen)
+            self.kube.run("scale", "statefulset", statefulset, "--replicas=1")
+
+        self._database_outage("database down longer than the liveness window", outage)
+        self.r.check(f"[{self.tag}] the outage outlasted the liveness window", observed.get("down_s", 0) > window,
+                     f"down {observed.get('down_s', 0):.1f}s, liveness window {window}s")
+        self.r.check(f"[{self.tag}] every app pod turned unready while the database was down (readiness follows it)",
+                     observed.get("unready", False))
+
+    def _node_ready(self, name: str) -> str:
+        conditions = self.kube.json("node", name)["status"].get("conditions", [])
+        return next((c["status"] for c in conditions if c["type"] == "Ready"), "Unknown")
+
+    def node_failure(self) -> None:
+        """A node running an app pod (not PostgreSQL's) dies: the control plane notices,
+        the app pods are rescheduled on the remaining node, PostgreSQL is untouched and
+        no acknowledged write is lost. Then the node returns and its old pods go away."""
+        pg = self._pg()
+        pg_node = pg["spec"]["nodeName"]
+        pods = self._app_pods()
+        victims = [p for p in pods if p["spec"].get("nodeName") not in (None, pg_node)]
+        placement = [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
+        if not self.r.check(f"[{self.tag}] node failure: an app pod runs on a node without PostgreSQL", bool(victims), f"{placement}"):
+            return
+        failed = victims[0]["spec"]["nodeName"]
+        lost = {p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == failed}
+        host, port = self._api()
+        writer = load.Writer(host, port, TOKEN, limit_seconds=600)
+        writer.start()
+        try:
+            poll("writes are acknowledged before the node fails", lambda: len(writer.acknowledged) >= 10, 60)
+            started = time.monotonic()
+            self.nodes.fail(failed)
+            poll(f"{failed} is NotReady", lambda: self._node_ready(failed) != "True", 120, 1)
+            not_ready = time.monotonic() - started
+
+            def replaced() -> bool:
+                current = [p for p in self._app_pods() if p["metadata"]["name"] not in lost]
+                return sum(1 for p in current if ready(p) and p["spec"].get("nodeName") != failed) >= len(pods)
+
+            try:
+                poll("replacement app pods ready on the remaining node", replaced, 300, 1)
+                rescheduled = time.monotonic() - started
+            except TimeoutError:
+                rescheduled = None
+            count = len(writer.acknowledged)
+            poll("writes are acknowledged after the node failed", lambda: len(writer.acknowledged) > count + 5, 120)
+        finally:
+            writer.stop()
+        found, missing = writer.read_back()
+        self.r.check(f"[{self.tag}] node failure: the app pods were rescheduled on the remaining node", rescheduled is not None,
+                     f"{failed} NotReady after {not_ready:.1f}s, replacements ready after "
+                     + (f"{rescheduled:.1f}s" if rescheduled is not None else "more than 300s: "
+                        + str([(p["metadata"]["name"], p["spec"].get("nodeName"), ready(p)) for p in self._app_pods()])))
+        self.r.check(f"[{self.tag}] node failure: every acknowledged write is read back", not missing,
+                     f"{found} of {len(writer.acknowledged)} read back; missing {missing[:5]}")
+        pg_after = self._pg()
+        self.r.check(f"[{self.tag}] node failure: the PostgreSQL pod on the other node is untouched (UID, no restart)",
+                     pg_after["metadata"]["uid"] == pg["metadata"]["uid"] and restarts(pg_after) == restarts(pg),
+                     f"uid {pg['metadata']['uid']} -> {pg_after['metadata']['uid']}")
+        recovered_at = time.monotonic()
+        self.nodes.recover(failed)
+        poll(f"{failed} is Ready again", lambda: self._node_ready(failed) == "True", 120, 1)
+        # The returning kubelet finds its pods deleted and finishes their deletion.
+        try:
+            poll("the failed node's old pods are gone", lambda: not lost & {p["metadata"]["name"] for p in self._app_pods()}, 180, 1)
+            gone = True
+        except TimeoutError:
+            gone = False
+        self.r.check(f"[{self.tag}] node failure: the lost pods are gone once the node returns", gone,
+                     f"{sorted(lost & {p['metadata']['name'] for p in self._app_pods()})}")
+        self.r.figure("node-failure", helm=self.helm.version, node=failed, lost_pods=len(lost), not_ready_s=round(not_ready, 1),
+                      rescheduled_s=round(rescheduled, 1) if rescheduled is not None else None, acknowledged=len(writer.acknowledged), refused=writer.refused,
+                      back_s=round(time.monotonic() - recovered_at, 1))
+
     def rollback_and_uninstall(self) -> None:
         host, port = self._api()
         status, created = load.request(host, port, "POST", "/v1/tasks", TOKEN, {"title": "survives rollback and uninstall"})
         self.r.check(f"[{self.tag}] a task written before the rollback", status == 201, f"HTTP {status}")
         task_id = (created or {}).get("id")
         started = time.monotonic()
-        rollback = self.helm.run("rollback", RELEASE, "1", "--wait", "--timeout", "5m")
-        converged = self._converged_on(self.release_n) if rollback.returncode == 0 else None
+        pg_before = self._pg()
+        # The rollback is a rolling update of the image (N+1 -> N, same chart): under load too.
+        returncode, output, summary, rollout_seconds = self._rollout_under_load(
+            "rollback to release N", ["rollback", RELEASE, "1", "--wait", "--timeout", "5m"])
+        converged = self._converged_on(self.release_n) if returncode == 0 else None
         self.r.check(f"[{self.tag}] helm rollback to release N", converged is not None,
                      f"every app pod on N {converged:.1f}s after helm returned" if converged is not None
-                     else (rollback.stdout + rollback.stderr).strip()[-1500:])
+                     else output.strip()[-1500:])
+        pg_after = self._pg()
+        self.r.check(f"[{self.tag}] the PostgreSQL pod is the same pod after the rollback (UID, no restart)",
+                     pg_after["metadata"]["uid"] == pg_before["metadata"]["uid"] and restarts(pg_after) == restarts(pg_before),
+                     f"uid {pg_before['metadata']['uid']} -> {pg_after['metadata']['uid']}, restarts {restarts(pg_before)} -> {restarts(pg_after)}")
         status, _ = load.request(host, port, "GET", f"/v1/tasks/{task_id}", TOKEN)
         self.r.check(f"[{self.tag}] release N reads the data after the rollback (schema of N+1 kept)", status == 200, f"HTTP {status}")
         rollback_seconds = time.monotonic() - started
@@ -398,7 +521,9 @@ class Lifecycle:
         status, document = load.request(host, port, "GET", f"/v1/tasks/{task_id}", TOKEN)
         self.r.check(f"[{self.tag}] the data survived uninstall", status == 200 and (document or {}).get("title") == "survives rollback and uninstall",
                      f"HTTP {status}")
-        self.r.figure("rollback-uninstall", helm=self.helm.version, rollback_s=round(rollback_seconds, 1), kept_pvcs=len(pvcs))
+        self.r.figure("rollback-uninstall", helm=self.helm.version, rollback_s=round(rollback_seconds, 1),
+                      rollback_requests=summary["requests"], rollback_failed=summary["failed"], rollback_p99_ms=summary["p99_ms"],
+                      rollout_s=round(rollout_seconds, 1), kept_pvcs=len(pvcs))
 
 
 def storage_fixtures(kube: Kube, node_names: list[str], count: int = 6) -> None:
@@ -435,12 +560,13 @@ def storage_fixtures(kube: Kube, node_names: list[str], count: int = 6) -> None:
         raise RuntimeError(f"storage fixtures: {result.stderr}")
 
 
-def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False) -> Results:
+def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False, nodes=None) -> Results:
     """Every scenario with Helm 4 and the install/upgrade/rollback path with Helm 3.
 
     ``artefacts``: ``release_n``/``release_next`` (Release), ``postgres_image``
     (registry/repository@digest), ``charts`` (helm major -> (oci ref, version)),
-    ``helms`` (major -> binary path).
+    ``helms`` (major -> binary path). ``nodes``: a ``cluster.NodeControl`` where the
+    suite may fail and recover nodes (the cluster it started, with two nodes or more).
     """
     results = Results()
     kube = Kube(info["kubeconfig"], "default")
@@ -455,7 +581,7 @@ def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False)
     for major, disruptions in (("4", True), ("3", False)):
         chart_ref, chart_version = artefacts["charts"][major]
         Lifecycle(results, artefacts["helms"][major], info["kubeconfig"], chart_ref, chart_version, postgres_sets,
-                  releases, disruptions=disruptions).run()
+                  releases, disruptions=disruptions, nodes=nodes).run()
     if expect_network_policy:  # a CNI that enforces NetworkPolicies (the kind workflow's Calico job)
         from . import policy
         policy.install_and_check(results, info["kubeconfig"], artefacts["helms"]["4"], artefacts["charts"]["4"], releases[0], postgres_sets)

@@ -120,7 +120,9 @@ def ensure(tool: GoTool) -> Path:
     """Return the path of ``tool``'s binary, building it first when not cached."""
     target = paths.CACHE / "bin" / f"{tool.name}-{tool.key()}"
     if not target.exists():
-        _build(tool, target)
+        with paths.cache_lock(f"tool-{tool.name}"):
+            if not target.exists():
+                _build(tool, target)
     link = paths.bin_dir() / tool.name
     if not (link.is_symlink() and os.readlink(link) == str(target)):
         link.unlink(missing_ok=True)
