@@ -4,6 +4,7 @@ pub mod body;
 pub mod caller;
 pub mod openapi;
 pub mod problem;
+mod task_json;
 pub mod tasks;
 
 use actix_web::body::MessageBody;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::web::{BufMut, BytesMut};
+use actix_web::web::BytesMut;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -21,6 +21,7 @@ use super::openapi::{
     patched_description_input, title_input,
 };
 use super::problem::{ApiError, Problem};
+use super::task_json;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -58,10 +59,10 @@ fn etag_value(task: &Task) -> Option<HeaderValue> {
 const TASK_JSON_CAPACITY: usize = 512;
 
 fn task_response(status: StatusCode, task: &Task) -> HttpResponse {
-    // Serialised straight into the buffer that becomes the body (no intermediate value,
-    // no regrowth for an ordinary task).
-    let mut body = BytesMut::with_capacity(TASK_JSON_CAPACITY).writer();
-    if let Err(error) = serde_json::to_writer(&mut body, task) {
+    // Written straight into the buffer that becomes the body (no intermediate value, no
+    // regrowth for an ordinary task), timestamps without serde (see `task_json`).
+    let mut body = BytesMut::with_capacity(TASK_JSON_CAPACITY);
+    if let Err(error) = task_json::write_task(&mut body, task) {
         return ApiError::from(tasks_domain::DomainError::Repository(
             tasks_domain::RepositoryError::Other(error.into()),
         ))
@@ -78,7 +79,7 @@ fn task_response(status: StatusCode, task: &Task) -> HttpResponse {
     if status == StatusCode::CREATED {
         response.insert_header((header::LOCATION, format!("/v1/tasks/{}", task.id)));
     }
-    response.body(body.into_inner().freeze())
+    response.body(body.freeze())
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
