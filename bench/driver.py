@@ -39,7 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "target" / "bench"
-RELEASE = ROOT / "target" / "release"
+# Where cargo put the release binaries: CARGO_TARGET_DIR when set (as cargo reads it,
+# relative to the working directory, which scripts/bench.sh makes the root), else target/.
+RELEASE = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve() / "release"
 LUA = ROOT / "bench" / "wrk"
 
 SEED_TASKS = 10_000

@@ -2,10 +2,10 @@
 """Where GET /v1/tasks/{id} spends its time: instructions per request under callgrind and
 a flamegraph from perf samples, for tasks-server and the raw-actix-http reference.
 
-Uses the binaries `just bench` built (target/release; build them with symbols kept:
-CARGO_PROFILE_RELEASE_STRIP=none ./just bench), the same PostgreSQL set-up, seed and wrk
-scripts as bench/driver.py. Not part of `just test`; nothing here is timed against a
-budget. Outputs go to PROFILE_OUT (target/bench/profile):
+Uses the binaries `just bench` built (target/release, or $CARGO_TARGET_DIR/release; build
+them with symbols kept: CARGO_PROFILE_RELEASE_STRIP=none ./just bench), the same PostgreSQL
+set-up, seed and wrk scripts as bench/driver.py. Not part of `just test`; nothing here is
+timed against a budget. Outputs go to PROFILE_OUT (target/bench/profile):
 
 * `callgrind.<target>.out` and `callgrind.<target>.txt` (callgrind_annotate, inclusive):
   the server runs under valgrind with one worker, is zeroed after a warm-up, serves
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import driver  # noqa: E402  (the bench's own helpers: PostgreSQL, seed, wrk)
 
 ROOT = driver.ROOT
-RELEASE = ROOT / "target" / "release"
+RELEASE = driver.RELEASE  # honours CARGO_TARGET_DIR, as cargo does
 PROFILE_OUT = Path(os.environ.get("PROFILE_OUT", ROOT / "target" / "bench" / "profile"))
 SECS = int(os.environ.get("PROFILE_SECS", "20"))
 PERF_SECS = int(os.environ.get("PROFILE_PERF_SECS", "10"))
@@ -86,6 +86,13 @@ def start(target: str, pg_port: int, wrapper: list[str], workers: int) -> tuple[
     return p, f"http://127.0.0.1:{port}", ready
 
 
+def without_machine_paths(text: str) -> str:
+    """The listing as it can be committed: this machine's directories (the checkout, the
+    target directory, the home directory) replaced by what they stand for."""
+    text = text.replace(f"{RELEASE}/", "target/release/").replace(f"{ROOT}/", "")
+    return text.replace(f"{Path.home()}/", "~/")
+
+
 def callgrind(target: str, pg_port: int, ids: Path) -> None:
     out = PROFILE_OUT / f"callgrind.{target}.out"
     out.unlink(missing_ok=True)
@@ -115,7 +122,7 @@ def callgrind(target: str, pg_port: int, ids: Path) -> None:
                             capture_output=True, text=True, timeout=300).stdout
     (PROFILE_OUT / f"callgrind.{target}.txt").write_text(
         f"# {target}: {res['requests']} requests, {total} instructions, {per_request:.0f} per request "
-        f"({res['errors']} errors)\n" + report)
+        f"({res['errors']} errors)\n" + without_machine_paths(report))
     print(f"{target}: {res['requests']} requests ({res['errors']} errors), "
           f"{total:,} instructions, {per_request:,.0f} instructions per request", flush=True)
 
