@@ -20,8 +20,15 @@ use tracing_subscriber::fmt::MakeWriter;
 /// Pending bytes beyond which the appending thread writes the batch itself.
 const MAX_PENDING: usize = 1 << 20;
 
+/// A written batch's buffer larger than this is dropped rather than kept for reuse (a
+/// burst does not pin its memory).
+const MAX_SPARE: usize = 256 * 1024;
+
 struct State {
     pending: Vec<u8>,
+    /// The buffer of the batch written before, emptied: the next batch is appended to it,
+    /// so lines do not regrow a buffer from empty after every batch.
+    spare: Vec<u8>,
     /// The flusher is parked waiting for a first line: the next append wakes it.
     flusher_parked: bool,
     /// After [`LogFlusher::flush_and_stop`]: every line is written at once.
@@ -43,10 +50,18 @@ impl Shared {
     /// Writes everything pending, in order with any other batch.
     fn write_pending(&self) {
         let _order = self.output.lock().unwrap_or_else(PoisonError::into_inner);
-        let batch = std::mem::take(&mut self.state().pending);
+        let mut batch = {
+            let mut state = self.state();
+            let spare = std::mem::take(&mut state.spare);
+            std::mem::replace(&mut state.pending, spare)
+        };
         if !batch.is_empty() {
             // Nowhere to report a failing stdout; the line is lost as it would be anyway.
             let _ = io::stdout().lock().write_all(&batch);
+        }
+        if batch.capacity() <= MAX_SPARE {
+            batch.clear();
+            self.state().spare = batch;
         }
     }
 
@@ -106,6 +121,7 @@ impl LogWriter {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 pending: Vec::with_capacity(64 * 1024),
+                spare: Vec::new(),
                 flusher_parked: false,
                 closed: false,
             }),
@@ -224,6 +240,23 @@ mod tests {
         // After the stop, lines go straight out instead of piling up.
         writer.make_writer().write_all(b"late line\n").unwrap();
         assert!(writer.0.as_ref().unwrap().state().pending.is_empty());
+    }
+
+    #[test]
+    fn written_batches_leave_their_buffer_for_the_next() {
+        let (writer, mut flusher) = LogWriter::new(Duration::from_secs(3600));
+        let shared = writer.0.clone().unwrap();
+        for _ in 0..2 {
+            writer.make_writer().write_all(b"a line\n").unwrap();
+            shared.write_pending();
+        }
+        {
+            // Both buffers have been through a batch: the next one already has room.
+            let state = shared.state();
+            assert!(state.pending.capacity() > 0 && state.spare.capacity() > 0);
+            assert!(state.pending.is_empty() && state.spare.is_empty());
+        }
+        flusher.flush_and_stop();
     }
 
     #[test]
