@@ -202,6 +202,9 @@ def up(node: network.Node, *, registry: str, pause_image: str) -> dict[str, floa
     timings: dict[str, float] = {}
 
     if not process.running(containerd_name):
+        # A containerd that died (a node failure) leaves its socket behind: without this,
+        # the wait below would pass at once and the kubelet meet a dead socket.
+        containerd_socket(node).unlink(missing_ok=True)
         process.start(containerd_name, [CONTAINERD, "--config", str(_containerd_config(node, registry=registry, pause_image=pause_image))], netns=node.netns)
     timings["containerd"] = process.wait_for(
         f"{containerd_name} socket", lambda: containerd_socket(node).exists(), timeout=30, watch=[containerd_name]
