@@ -53,10 +53,12 @@ test:
     # build of the run. Started now at the lowest priority, it takes only the CPU the
     # other suites leave idle; test-cluster waits for what is still building (each tool
     # is built under a lock). Its own process group, so it is stopped with the run.
-    mkdir -p target
-    setsid nice -n 19 scripts/cluster.sh prefetch >target/cluster-prefetch.log 2>&1 &
-    prefetch=$!
-    trap 'kill -- -"$prefetch" 2>/dev/null || true' EXIT
+    if [[ " ${RUN_SUITES_EXCLUDE:-} " != *" test-cluster "* ]]; then
+        mkdir -p target
+        setsid nice -n 19 scripts/cluster.sh prefetch >target/cluster-prefetch.log 2>&1 &
+        prefetch=$!
+        trap 'kill -- -"$prefetch" 2>/dev/null || true' EXIT
+    fi
     scripts/run-suites.sh lint test-rust test-package test-robustness test-chart test-observability test-image test-deploy test-cluster
 
 # Format check, clippy and rustdoc with warnings denied, hadolint on the Dockerfile, no references to documents outside the repository.

