@@ -62,6 +62,13 @@ impl PipelinedReader {
         if let Some(connection) = self.open_connection() {
             return Ok(connection);
         }
+        // Boxed: the connect future (start-up, TLS handshake) is several KB, and unboxed it
+        // would be part of every read's future, which is moved and boxed on every request
+        // although reconnects are rare.
+        Box::pin(self.reconnect()).await
+    }
+
+    async fn reconnect(&self) -> Result<Arc<Connection>, Error> {
         // One task reconnects; the others wait for it (at most one connect timeout, so a
         // black-holed database cannot queue reads behind each other) rather than opening
         // their own.

@@ -7,11 +7,19 @@ use tracing::Instrument;
 
 /// Runs one repository operation in an OpenTelemetry client span and records its
 /// duration (`db.client.operation.duration`). Parameter values are never recorded.
-pub(crate) async fn instrumented<T>(
+///
+/// The operation is passed as a closure making its future, not as the future: an
+/// `async fn` keeps a future argument in its state next to the one it awaits (rustc does
+/// not overlap them), which doubled the size of every repository future — the future
+/// `async_trait` moves into a box on each call.
+pub(crate) async fn instrumented<T, F>(
     name: &'static str,
     operation: &'static str,
-    work: impl std::future::Future<Output = Result<T, RepositoryError>>,
-) -> Result<T, RepositoryError> {
+    work: impl FnOnce() -> F,
+) -> Result<T, RepositoryError>
+where
+    F: std::future::Future<Output = Result<T, RepositoryError>>,
+{
     let collection = name.rsplit(' ').next().unwrap_or(name);
     let span = tracing::info_span!(
         "db",
@@ -22,7 +30,7 @@ pub(crate) async fn instrumented<T>(
         db.collection.name = collection,
     );
     let started = Instant::now();
-    let outcome = work.instrument(span).await;
+    let outcome = work().instrument(span).await;
     tasks_telemetry::metrics::global().observe_db(operation, collection, started.elapsed());
     outcome
 }

@@ -113,6 +113,17 @@ impl PgTaskRepository {
         if let Some(reader) = &self.reader {
             return reader.query(sql, params).await.map_err(to_repository);
         }
+        // Boxed: the pool's checkout and `prepare_cached` futures are several KB, and
+        // unboxed they would be part of every read's future — moved into its box on each
+        // request — also when reads go through the pipelined reader.
+        Box::pin(self.read_pooled(sql, params)).await
+    }
+
+    async fn read_pooled(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, RepositoryError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql).await.map_err(from_postgres)?;
         client.query(&stmt, params).await.map_err(from_postgres)
@@ -145,7 +156,7 @@ fn to_task(row: &Row) -> Result<Task, RepositoryError> {
 #[async_trait]
 impl TaskRepository for PgTaskRepository {
     async fn insert(&self, owner: &Owner, task: &Task) -> Result<(), RepositoryError> {
-        instrumented("INSERT tasks", "INSERT", async move {
+        instrumented("INSERT tasks", "INSERT", move || async move {
             let client = self.client().await?;
             let stmt = client.prepare_cached(INSERT).await.map_err(from_postgres)?;
             client
@@ -167,7 +178,7 @@ impl TaskRepository for PgTaskRepository {
         key: &str,
         answer: &RecordedAnswer,
     ) -> Result<bool, RepositoryError> {
-        instrumented("INSERT tasks", "INSERT", async move {
+        instrumented("INSERT tasks", "INSERT", move || async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(from_postgres)?;
             // Answer the key first: the row lock makes a concurrent request with the same
@@ -191,7 +202,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn get(&self, owner: &Owner, id: Uuid) -> Result<Option<Task>, RepositoryError> {
         let owner = owner.as_str();
-        instrumented("SELECT tasks", "SELECT", async move {
+        instrumented("SELECT tasks", "SELECT", move || async move {
             let rows = self.read(SELECT_BY_ID, &[&owner, &id]).await?;
             rows.first().map(to_task).transpose()
         })
@@ -200,7 +211,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Vec<Task>, RepositoryError> {
         let owner = owner.as_str();
-        instrumented("SELECT tasks", "SELECT", async move {
+        instrumented("SELECT tasks", "SELECT", move || async move {
             let fetch = i64::from(query.limit) + 1;
             let status = query.status.map(Status::as_str);
             let after = query.cursor.map(|c| c.after);
@@ -229,7 +240,7 @@ impl TaskRepository for PgTaskRepository {
         expected: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<UpdateOutcome, RepositoryError> {
-        instrumented("UPDATE tasks", "UPDATE", async move {
+        instrumented("UPDATE tasks", "UPDATE", move || async move {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(concat!(
@@ -287,7 +298,7 @@ impl TaskRepository for PgTaskRepository {
         id: Uuid,
         expected: Option<i64>,
     ) -> Result<DeleteOutcome, RepositoryError> {
-        instrumented("DELETE tasks", "DELETE", async move {
+        instrumented("DELETE tasks", "DELETE", move || async move {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
