@@ -12,9 +12,9 @@
 //! re-read, TLS and `statement_timeout` as pooled connections. Statements are prepared
 //! once per connection.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
@@ -23,7 +23,9 @@ use crate::pool::PoolSettings;
 
 struct Connection {
     client: Client,
-    statements: Mutex<HashMap<&'static str, Statement>>,
+    // A list, not a map: a reader has a handful of statements (one per read shape), and
+    // scanning them costs less than hashing the SQL text on every read.
+    statements: Mutex<Vec<(&'static str, Statement)>>,
 }
 
 /// A lazily opened, self-healing connection for pipelined single-statement reads,
@@ -89,7 +91,7 @@ impl PipelinedReader {
             .await?;
         let connection = Arc::new(Connection {
             client,
-            statements: Mutex::new(HashMap::new()),
+            statements: Mutex::new(Vec::new()),
         });
         if let Ok(mut current) = self.current.write() {
             *current = Some(connection.clone());
@@ -98,11 +100,11 @@ impl PipelinedReader {
     }
 
     async fn statement(connection: &Connection, sql: &'static str) -> Result<Statement, Error> {
-        let cached = connection
-            .statements
-            .lock()
-            .ok()
-            .and_then(|s| s.get(sql).cloned());
+        let cached = connection.statements.lock().ok().and_then(|s| {
+            s.iter()
+                .find(|(known, _)| *known == sql)
+                .map(|(_, st)| st.clone())
+        });
         if let Some(statement) = cached {
             return Ok(statement);
         }
@@ -112,7 +114,10 @@ impl PipelinedReader {
             .await
             .map_err(Error::from_pg)?;
         if let Ok(mut statements) = connection.statements.lock() {
-            statements.insert(sql, statement.clone());
+            // Two reads may have prepared it concurrently; one entry is enough.
+            if !statements.iter().any(|(known, _)| *known == sql) {
+                statements.push((sql, statement.clone()));
+            }
         }
         Ok(statement)
     }
@@ -146,7 +151,8 @@ impl PipelinedReader {
         }
     }
 
-    /// Runs a read returning at most one row (see [`PipelinedReader::query`]).
+    /// Runs a read and returns its first row, if any (any others are read and dropped);
+    /// reopens and retries as [`PipelinedReader::query`] does.
     ///
     /// # Errors
     /// As [`PipelinedReader::query`].
@@ -155,11 +161,36 @@ impl PipelinedReader {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error> {
-        let mut rows = self.query(sql, params).await?;
-        Ok(if rows.is_empty() {
-            None
-        } else {
-            Some(rows.swap_remove(0))
-        })
+        let mut retried = false;
+        loop {
+            let connection = self.connection().await?;
+            let statement = Self::statement(&connection, sql).await;
+            let outcome = match statement {
+                Ok(statement) => first_row(&connection.client, &statement, params)
+                    .await
+                    .map_err(Error::from_pg),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Err(_) if !retried && connection.client.is_closed() => retried = true,
+                other => return other,
+            }
+        }
     }
+}
+
+/// The first row of a query, the others read and dropped: without collecting the rows
+/// into a `Vec` first (an allocation and a collecting stream per read).
+async fn first_row(
+    client: &Client,
+    statement: &Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let rows = client.query_raw(statement, params.iter().copied()).await?;
+    let mut rows = std::pin::pin!(rows);
+    let mut first = None;
+    while let Some(row) = rows.try_next().await? {
+        first.get_or_insert(row);
+    }
+    Ok(first)
 }

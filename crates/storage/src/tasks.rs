@@ -119,6 +119,24 @@ impl PgTaskRepository {
         Box::pin(self.read_pooled(sql, params)).await
     }
 
+    /// Runs one read statement returning at most one row (the first), without collecting
+    /// the rows into a `Vec` on the pipelined reader.
+    async fn read_one(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, RepositoryError> {
+        if let Some(reader) = &self.reader {
+            return reader.query_opt(sql, params).await.map_err(to_repository);
+        }
+        let mut rows = Box::pin(self.read_pooled(sql, params)).await?;
+        Ok(if rows.is_empty() {
+            None
+        } else {
+            Some(rows.swap_remove(0))
+        })
+    }
+
     async fn read_pooled(
         &self,
         sql: &'static str,
@@ -203,8 +221,8 @@ impl TaskRepository for PgTaskRepository {
     async fn get(&self, owner: &Owner, id: Uuid) -> Result<Option<Task>, RepositoryError> {
         let owner = owner.as_str();
         instrumented("SELECT tasks", "SELECT", move || async move {
-            let rows = self.read(SELECT_BY_ID, &[&owner, &id]).await?;
-            rows.first().map(to_task).transpose()
+            let row = self.read_one(SELECT_BY_ID, &[&owner, &id]).await?;
+            row.as_ref().map(to_task).transpose()
         })
         .await
     }
