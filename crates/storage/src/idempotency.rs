@@ -106,7 +106,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         fingerprint: &[u8],
     ) -> Result<Claim, RepositoryError> {
         let principal = owner.as_str();
-        instrumented("INSERT idempotency_answers", "INSERT", move || async move {
+        instrumented("INSERT idempotency_answers", "INSERT", "idempotency_answers", move || async move {
             let client = self.pool.get().await.map_err(from_pool)?;
             // Take the key if it is new, expired, or abandoned mid-flight; otherwise read it.
             let take = client
@@ -173,7 +173,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         answer: &RecordedAnswer,
     ) -> Result<(), RepositoryError> {
         let principal = owner.as_str();
-        instrumented("UPDATE idempotency_answers", "UPDATE", move || async move {
+        instrumented("UPDATE idempotency_answers", "UPDATE", "idempotency_answers", move || async move {
             let client = self.pool.get().await.map_err(from_pool)?;
             let stmt = client
                 .prepare_cached(
@@ -194,7 +194,7 @@ impl IdempotencyStore for PgIdempotencyStore {
 
     async fn release(&self, owner: &Owner, key: &str) -> Result<(), RepositoryError> {
         let principal = owner.as_str();
-        instrumented("DELETE idempotency_answers", "DELETE", move || async move {
+        instrumented("DELETE idempotency_answers", "DELETE", "idempotency_answers", move || async move {
             let client = self.pool.get().await.map_err(from_pool)?;
             let stmt = client
                 .prepare_cached(

@@ -15,12 +15,12 @@ use tracing::Instrument;
 pub(crate) async fn instrumented<T, F>(
     name: &'static str,
     operation: &'static str,
+    collection: &'static str,
     work: impl FnOnce() -> F,
 ) -> Result<T, RepositoryError>
 where
     F: std::future::Future<Output = Result<T, RepositoryError>>,
 {
-    let collection = name.rsplit(' ').next().unwrap_or(name);
     let span = tracing::info_span!(
         "db",
         otel.name = name,

@@ -174,7 +174,7 @@ fn to_task(row: &Row) -> Result<Task, RepositoryError> {
 #[async_trait]
 impl TaskRepository for PgTaskRepository {
     async fn insert(&self, owner: &Owner, task: &Task) -> Result<(), RepositoryError> {
-        instrumented("INSERT tasks", "INSERT", move || async move {
+        instrumented("INSERT tasks", "INSERT", "tasks", move || async move {
             let client = self.client().await?;
             let stmt = client.prepare_cached(INSERT).await.map_err(from_postgres)?;
             client
@@ -196,7 +196,7 @@ impl TaskRepository for PgTaskRepository {
         key: &str,
         answer: &RecordedAnswer,
     ) -> Result<bool, RepositoryError> {
-        instrumented("INSERT tasks", "INSERT", move || async move {
+        instrumented("INSERT tasks", "INSERT", "tasks", move || async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(from_postgres)?;
             // Answer the key first: the row lock makes a concurrent request with the same
@@ -220,7 +220,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn get(&self, owner: &Owner, id: Uuid) -> Result<Option<Task>, RepositoryError> {
         let owner = owner.as_str();
-        instrumented("SELECT tasks", "SELECT", move || async move {
+        instrumented("SELECT tasks", "SELECT", "tasks", move || async move {
             let row = self.read_one(SELECT_BY_ID, &[&owner, &id]).await?;
             row.as_ref().map(to_task).transpose()
         })
@@ -229,7 +229,7 @@ impl TaskRepository for PgTaskRepository {
 
     async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Vec<Task>, RepositoryError> {
         let owner = owner.as_str();
-        instrumented("SELECT tasks", "SELECT", move || async move {
+        instrumented("SELECT tasks", "SELECT", "tasks", move || async move {
             let fetch = i64::from(query.limit) + 1;
             let status = query.status.map(Status::as_str);
             let after = query.cursor.map(|c| c.after);
@@ -258,7 +258,7 @@ impl TaskRepository for PgTaskRepository {
         expected: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<UpdateOutcome, RepositoryError> {
-        instrumented("UPDATE tasks", "UPDATE", move || async move {
+        instrumented("UPDATE tasks", "UPDATE", "tasks", move || async move {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(concat!(
@@ -316,7 +316,7 @@ impl TaskRepository for PgTaskRepository {
         id: Uuid,
         expected: Option<i64>,
     ) -> Result<DeleteOutcome, RepositoryError> {
-        instrumented("DELETE tasks", "DELETE", move || async move {
+        instrumented("DELETE tasks", "DELETE", "tasks", move || async move {
             let client = self.client().await?;
             let stmt = client
                 .prepare_cached(
