@@ -9,8 +9,10 @@ pub mod tasks;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::guard::{Guard, GuardContext};
+use actix_web::http::Method;
 use actix_web::middleware::{ErrorHandlers, from_fn};
-use actix_web::{App, HttpResponse, web};
+use actix_web::{App, HttpResponse, Route, web};
 
 use problem::{ApiError, problem_for_any_error};
 
@@ -38,6 +40,23 @@ fn method_not_allowed(
     move || std::future::ready(Err(ApiError::MethodNotAllowed(allow)))
 }
 
+/// Matches requests of one method, like `web::get()` and its siblings, whose `MethodGuard`
+/// also records each method it checks in the request's extensions (an allocation per
+/// request) for a 405 `Allow` header these resources build themselves
+/// ([`method_not_allowed`]).
+#[derive(Debug)]
+struct MethodIs(Method);
+
+impl Guard for MethodIs {
+    fn check(&self, ctx: &GuardContext<'_>) -> bool {
+        ctx.head().method == self.0
+    }
+}
+
+fn on(method: Method) -> Route {
+    web::route().guard(MethodIs(method))
+}
+
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NoSuchResource)
 }
@@ -49,20 +68,20 @@ pub fn configure(limits: Limits) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(limits)
             .service(
                 web::resource("/v1/tasks")
-                    .route(web::get().to(tasks::list))
-                    .route(web::post().to(tasks::create))
+                    .route(on(Method::GET).to(tasks::list))
+                    .route(on(Method::POST).to(tasks::create))
                     .default_service(web::to(method_not_allowed("GET, POST"))),
             )
             .service(
                 web::resource("/v1/tasks/{id}")
-                    .route(web::get().to(tasks::get))
-                    .route(web::patch().to(tasks::update))
-                    .route(web::delete().to(tasks::delete))
+                    .route(on(Method::GET).to(tasks::get))
+                    .route(on(Method::PATCH).to(tasks::update))
+                    .route(on(Method::DELETE).to(tasks::delete))
                     .default_service(web::to(method_not_allowed("GET, PATCH, DELETE"))),
             )
             .service(
                 web::resource("/openapi.json")
-                    .route(web::get().to(openapi::openapi_json))
+                    .route(on(Method::GET).to(openapi::openapi_json))
                     .default_service(web::to(method_not_allowed("GET"))),
             )
             .default_service(web::to(not_found));
