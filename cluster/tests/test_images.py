@@ -56,9 +56,16 @@ def eventually(condition, timeout: float, what: str, interval: float = 0.25):
 
 @pytest.fixture(scope="session", autouse=True)
 def docker_engine():
-    result = subprocess.run([str(paths.REPO / "scripts" / "docker-engine.sh"), "ensure"], capture_output=True, text=True, timeout=300)
+    script = str(paths.REPO / "scripts" / "docker-engine.sh")
+    # Stop afterwards only a daemon this session started (as scripts/test-image.sh does):
+    # a suite leaves nothing running that it did not find running.
+    already_running = subprocess.run([script, "status"], capture_output=True, text=True, timeout=30).returncode == 0
+    result = subprocess.run([script, "ensure"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"docker-engine.sh ensure failed:\n{result.stderr}"
     DOCKER_ENV.update(os.environ, DOCKER_HOST=result.stdout.strip())
+    yield
+    if not already_running:
+        subprocess.run([script, "stop"], capture_output=True, text=True, timeout=120)
 
 
 def load(content: images.ImageContent) -> str:
