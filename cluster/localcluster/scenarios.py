@@ -241,7 +241,7 @@ class Lifecycle:
                 if self.nodes is not None:
                     self.node_failure()
             self.rollback_and_uninstall()
-        except (TimeoutError, RuntimeError, subprocess.TimeoutExpired) as error:
+        except (TimeoutError, RuntimeError, OSError, subprocess.TimeoutExpired) as error:
             self.r.check(f"[{self.tag}] lifecycle ran to the end", False, str(error)[:2000])
             self._fail_logs()
         finally:
@@ -517,8 +517,24 @@ class Lifecycle:
         self.r.check(f"[{self.tag}] the database PVC survives uninstall", any("postgresql" in name for name in pvcs), f"{pvcs}")
         result, _ = self._deploy("install", self.release_n)
         self.r.check(f"[{self.tag}] reinstall on the kept PVC", result.returncode == 0, result.stderr.strip()[-800:])
-        host, port = self._api()
-        status, document = load.request(host, port, "GET", f"/v1/tasks/{task_id}", TOKEN)
+        # The reinstalled Service is new: poll (bounded) until it answers at all — one run
+        # met ENETUNREACH right after the install returned.
+        answer = {}
+
+        def read_after_reinstall() -> bool:
+            try:
+                host, port = self._api()
+                answer["reply"] = load.request(host, port, "GET", f"/v1/tasks/{task_id}", TOKEN)
+                return True
+            except OSError as error:
+                answer["error"] = error
+                return False
+
+        try:
+            poll("the reinstalled Service answers", read_after_reinstall, 30, 1)
+        except TimeoutError:
+            pass
+        status, document = answer.get("reply", (f"no answer: {answer.get('error')}", None))
         self.r.check(f"[{self.tag}] the data survived uninstall", status == 200 and (document or {}).get("title") == "survives rollback and uninstall",
                      f"HTTP {status}")
         self.r.figure("rollback-uninstall", helm=self.helm.version, rollback_s=round(rollback_seconds, 1),
