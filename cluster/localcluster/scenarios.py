@@ -517,8 +517,10 @@ class Lifecycle:
         self.r.check(f"[{self.tag}] the database PVC survives uninstall", any("postgresql" in name for name in pvcs), f"{pvcs}")
         result, _ = self._deploy("install", self.release_n)
         self.r.check(f"[{self.tag}] reinstall on the kept PVC", result.returncode == 0, result.stderr.strip()[-800:])
-        # The reinstalled Service is new: poll (bounded) until it answers at all — one run
-        # met ENETUNREACH right after the install returned.
+        # The reinstalled Service has a new ClusterIP, and `helm install --wait` does not
+        # wait for kube-proxy to program it. Until it does, node1 forwards the packet like
+        # any other and, having no default route, answers ICMP net-unreachable: the
+        # ENETUNREACH one run met here. Poll (bounded) until the Service answers.
         answer = {}
 
         def read_after_reinstall() -> bool:
