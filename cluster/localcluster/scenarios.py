@@ -204,6 +204,33 @@ class Lifecycle:
     def _api(self) -> tuple[str, int]:
         return self.kube.service_address(RELEASE)
 
+    def _wait_service_answers(self, path: str = "/v1/tasks?limit=1", timeout: float = 30) -> float | None:
+        """Seconds until the release's Service answers ``GET path`` from the host; None
+        after ``timeout``. The answer (or the last error) is kept in ``_last_answer``.
+
+        A freshly installed Service has a new ClusterIP, and ``helm install --wait`` does
+        not wait for kube-proxy to program it. Until it does, node1 forwards the packet
+        like any other and, having no default route, answers ICMP net-unreachable: a
+        client sees ENETUNREACH (one CI run met it right after a reinstall)."""
+        self._last_answer: dict = {}
+        answer = self._last_answer
+
+        def answers() -> bool:
+            try:
+                host, port = self._api()
+                answer["reply"] = load.request(host, port, "GET", path, TOKEN)
+                return True
+            except OSError as error:
+                answer["error"] = error
+                return False
+
+        started = time.monotonic()
+        try:
+            poll("the Service answers from the host", answers, timeout, 0.5)
+        except TimeoutError:
+            return None
+        return time.monotonic() - started
+
     def _all_apps_on(self, release: Release) -> bool:
         pods = self._app_pods()
         digest = release.image.split("@", 1)[1]
@@ -253,6 +280,11 @@ class Lifecycle:
         result, seconds = self._deploy("install", self.release_n)
         if not self.r.check(f"[{self.tag}] install of the local overlay from {self.chart_ref}", result.returncode == 0, result.stderr.strip()[-1500:]):
             raise RuntimeError("install failed")
+        service_seconds = self._wait_service_answers()
+        if not self.r.check(f"[{self.tag}] the Service answers from the host", service_seconds is not None,
+                            f"{service_seconds:.1f}s after helm returned" if service_seconds is not None
+                            else f"no answer in 30s: {self._last_answer.get('error')}"):
+            raise RuntimeError("the Service never answered")
         self.pg_uid = self._pg()["metadata"]["uid"]
         before = self.kube.psql("SELECT count(*) FROM tasks")
         started = time.monotonic()
@@ -261,7 +293,8 @@ class Lifecycle:
         self.r.check(f"[{self.tag}] helm test --logs passes", test.returncode == 0, (test.stdout + test.stderr).strip()[-1500:])
         after = self.kube.psql("SELECT count(*) FROM tasks")
         self.r.check(f"[{self.tag}] helm test leaves no data behind", before == after, f"tasks before {before}, after {after}")
-        self.r.figure("install", helm=self.helm.version, ready_s=round(seconds, 1), test_s=round(test_seconds, 1),
+        self.r.figure("install", helm=self.helm.version, ready_s=round(seconds, 1), service_answers_s=round(service_seconds, 1),
+                      test_s=round(test_seconds, 1),
                       postgres_pod_uid=self.pg_uid)
 
     def _rollout_under_load(self, what: str, helm_args: list[str], during=None) -> tuple[int, str, dict, float]:
@@ -517,25 +550,8 @@ class Lifecycle:
         self.r.check(f"[{self.tag}] the database PVC survives uninstall", any("postgresql" in name for name in pvcs), f"{pvcs}")
         result, _ = self._deploy("install", self.release_n)
         self.r.check(f"[{self.tag}] reinstall on the kept PVC", result.returncode == 0, result.stderr.strip()[-800:])
-        # The reinstalled Service has a new ClusterIP, and `helm install --wait` does not
-        # wait for kube-proxy to program it. Until it does, node1 forwards the packet like
-        # any other and, having no default route, answers ICMP net-unreachable: the
-        # ENETUNREACH one run met here. Poll (bounded) until the Service answers.
-        answer = {}
-
-        def read_after_reinstall() -> bool:
-            try:
-                host, port = self._api()
-                answer["reply"] = load.request(host, port, "GET", f"/v1/tasks/{task_id}", TOKEN)
-                return True
-            except OSError as error:
-                answer["error"] = error
-                return False
-
-        try:
-            poll("the reinstalled Service answers", read_after_reinstall, 30, 1)
-        except TimeoutError:
-            pass
+        self._wait_service_answers(f"/v1/tasks/{task_id}")
+        answer = self._last_answer
         status, document = answer.get("reply", (f"no answer: {answer.get('error')}", None))
         self.r.check(f"[{self.tag}] the data survived uninstall", status == 200 and (document or {}).get("title") == "survives rollback and uninstall",
                      f"HTTP {status}")
