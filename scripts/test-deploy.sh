@@ -9,7 +9,8 @@
 #     (namespace, values file, --kube-context, wait + roll back on failure for Helm 3 and 4,
 #     image tag, digest) and that no changing command was run;
 #   - asserts the refusals: dirty tree, missing KUBE_CONTEXT / REGISTRY_OWNER, unknown
-#     context, missing database Secret, bad revision, missing or stopped minikube, Docker down;
+#     context, missing database Secret, bad revision, missing or stopped minikube, Docker down,
+#     LOCAL_CLUSTER=tasks without a running cluster of the repository, an unknown LOCAL_CLUSTER;
 #   - runs the printed `helm` commands for real as `helm install --dry-run=client` (Helm 4
 #     renders and validates offline) for the local and staging recipes, and for the
 #     production overlay;
@@ -80,6 +81,7 @@ stub kubectl 'case "$*" in
   "config get-contexts -o name") printf "%s\n" minikube staging-ctx production-ctx ;;
   "config current-context") echo production-ctx ;;
   *"get secret"*) [[ -z "${STUB_NO_SECRET:-}" && " $* " != *" ${STUB_MISSING_SECRET:-none} "* ]] ;;
+  *"get --raw /readyz") [[ -z "${STUB_CLUSTER_DOWN:-}" ]] ;;
   *) exit 0 ;;
 esac'
 stub helm 'if [[ "$*" == "version --short" ]]; then echo "${STUB_HELM_VERSION:-v4.1.4+g05fa379}"; fi; exit 0'
@@ -92,7 +94,7 @@ recipe() {
     local args=()
     while [[ $# -gt 0 && "$1" == *=* ]]; do args+=("$1"); shift; done
     : > "$CALLS"
-    OUT="$(env -u KUBE_CONTEXT -u REGISTRY_OWNER -u NAMESPACE -u MINIKUBE_PROFILE -u IMAGE_TARGET \
+    OUT="$(env -u KUBE_CONTEXT -u REGISTRY_OWNER -u NAMESPACE -u MINIKUBE_PROFILE -u IMAGE_TARGET -u LOCAL_CLUSTER -u CLUSTER_STATE_DIR -u CARGO_TARGET_DIR \
         PATH="$STUBS:/usr/local/bin:/usr/bin:/bin" DRY_RUN=1 "${args[@]}" \
         "$JUST" --justfile "$REPO/justfile" --working-directory "$REPO" "$name" "$@" 2>&1)"
     RC=$?
@@ -113,7 +115,7 @@ $OUT"
 }
 nothing_changed() { # nothing_changed NAME: the stand-ins saw only read-only queries
     local changing
-    changing="$(grep -vE '^(minikube (-p [^ ]+ )?status|docker info|kubectl config (get-contexts|current-context)|kubectl (--context [^ ]+ )?(--namespace [^ ]+ )?get (namespace|secret)|helm version)' "$CALLS" || true)"
+    changing="$(grep -vE '^(minikube (-p [^ ]+ )?status|docker info|kubectl config (get-contexts|current-context)|kubectl (--context [^ ]+ )?(--namespace [^ ]+ )?get (namespace|secret)|kubectl --kubeconfig [^ ]+ --context [^ ]+ get --raw /readyz|helm version)' "$CALLS" || true)"
     if [[ -z "$changing" ]]; then pass "$1: dry run ran no changing command"; else fail "$1: dry run ran no changing command" "$changing"; fi
 }
 q() { printf '%q' "$1"; }
@@ -173,6 +175,36 @@ if [[ $RC -ne 0 ]] && grep -q 'docker: not found' <<<"$OUT" && grep -q 'kubectl:
 else
     fail "deploy-local lists every missing prerequisite at once, with how to get it" "$OUT"
 fi
+
+# The repository's own cluster (LOCAL_CLUSTER=tasks): its kubeconfig, the image into every
+# node's containerd, PostgreSQL from its registry (the values file `up` writes).
+STATE="$WORK/cluster-state"
+mkdir -p "$STATE"
+touch "$STATE/kubeconfig" "$STATE/deploy-local-values.yaml"
+TASKS_KUBE="--kubeconfig $(q "$STATE/kubeconfig")"
+recipe deploy-local LOCAL_CLUSTER=tasks CLUSTER_STATE_DIR="$STATE"
+if [[ $RC -eq 0 ]]; then pass "deploy-local LOCAL_CLUSTER=tasks: dry run succeeds"; else fail "deploy-local LOCAL_CLUSTER=tasks: dry run succeeds" "$OUT"; fi
+expect_line "deploy-local LOCAL_CLUSTER=tasks: the image into every node's containerd (scripts/cluster.sh load-image)" \
+    "+ scripts/cluster.sh load-image tasks-server:dev-$SHORT"
+expect_line "deploy-local LOCAL_CLUSTER=tasks: helm upgrade --install with the cluster's kubeconfig and values" \
+    "+ helm upgrade --install tasks deploy/helm/tasks $TASKS_KUBE --kube-context tasks --namespace tasks-local --create-namespace -f deploy/helm/values/local.yaml -f $(q "$STATE/deploy-local-values.yaml") --set-string image.tag=dev-$SHORT --rollback-on-failure --wait=watcher --timeout 5m"
+expect_line "deploy-local LOCAL_CLUSTER=tasks: helm test" "+ helm test tasks $TASKS_KUBE --kube-context tasks --namespace tasks-local --logs --timeout 5m"
+if grep -q '^minikube' "$CALLS"; then fail "deploy-local LOCAL_CLUSTER=tasks: no minikube call" "$(cat "$CALLS")"; else pass "deploy-local LOCAL_CLUSTER=tasks: no minikube call"; fi
+nothing_changed "deploy-local LOCAL_CLUSTER=tasks"
+recipe deploy-local LOCAL_CLUSTER=tasks CLUSTER_STATE_DIR="$WORK/no-cluster"
+expect_refusal "deploy-local LOCAL_CLUSTER=tasks refuses when no cluster was started, saying how to start one" "no .*kubeconfig.*cluster-up"
+recipe deploy-local LOCAL_CLUSTER=tasks CLUSTER_STATE_DIR="$STATE" STUB_CLUSTER_DOWN=1
+expect_refusal "deploy-local LOCAL_CLUSTER=tasks refuses a cluster that does not answer" "does not answer.*cluster-up"
+recipe deploy-local LOCAL_CLUSTER=kind
+expect_refusal "deploy-local refuses an unknown LOCAL_CLUSTER" "LOCAL_CLUSTER=kind: expected minikube or tasks"
+recipe status LOCAL_CLUSTER=tasks CLUSTER_STATE_DIR="$STATE"
+expect_line "status LOCAL_CLUSTER=tasks: helm status with the cluster's kubeconfig" "+ helm status tasks $TASKS_KUBE --kube-context tasks --namespace tasks-local"
+recipe logs LOCAL_CLUSTER=tasks CLUSTER_STATE_DIR="$STATE" LOGS_FOLLOW=0
+expect_line "logs LOCAL_CLUSTER=tasks: the release's app pods" "+ kubectl $TASKS_KUBE --context tasks --namespace tasks-local logs --selector app.kubernetes.io/instance=tasks\\,app.kubernetes.io/component=backend --all-containers --prefix --timestamps --tail=200 --max-log-requests=20"
+recipe undeploy-local LOCAL_CLUSTER=tasks CLUSTER_STATE_DIR="$STATE"
+expect_line "undeploy-local LOCAL_CLUSTER=tasks: helm uninstall" "+ helm uninstall tasks $TASKS_KUBE --kube-context tasks --namespace tasks-local --ignore-not-found --wait --timeout 5m"
+expect_line "undeploy-local LOCAL_CLUSTER=tasks: delete the namespace" "+ kubectl $TASKS_KUBE --context tasks delete namespace tasks-local --ignore-not-found --wait=true --timeout=120s"
+nothing_changed "undeploy-local LOCAL_CLUSTER=tasks"
 
 recipe undeploy-local
 expect_line "undeploy-local: helm uninstall in the local context" "+ helm uninstall tasks --kube-context minikube --namespace tasks-local --ignore-not-found --wait --timeout 5m"

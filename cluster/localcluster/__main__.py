@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,12 +30,23 @@ def run_test(nodes: int, *, keep: bool) -> int:
         artefacts = publish(registry)
         # A node can fail only where another one keeps PostgreSQL (its volume is local to node1).
         node_control = cluster.NodeControl(nodes, info["pause_image"]) if nodes > 1 else None
-        results = scenarios.run_all(info, artefacts, nodes=node_control)
+        results = scenarios.run_all(info, artefacts, nodes=node_control, after=fresh_machine_step())
     finally:
         if not keep:
             registry.stop()
             cluster.down()
     return 0 if results is not None and not results.failed else 1
+
+
+def fresh_machine_step():
+    """The fresh-machine recipes (``localcluster.fresh``) after the lifecycles, unless
+    CLUSTER_FRESH_MACHINE=0 (off by default until proven on the cluster)."""
+    if os.environ.get("CLUSTER_FRESH_MACHINE", "0") == "0":
+        print("NOTE the fresh-machine recipes are skipped (CLUSTER_FRESH_MACHINE=0)", flush=True)
+        return None
+    from . import fresh
+
+    return lambda results: fresh.run(results, json.loads(cluster.info_file().read_text()))
 
 
 def run_on_existing(kubeconfig: str, registry_address: str | None, *, expect_network_policy: bool = False) -> int:
@@ -152,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("--expect-network-policy", action="store_true",
                       help="the cluster's CNI enforces NetworkPolicies (Calico in the kind workflow): also check that "
                            "pods without the client label reach neither the API nor PostgreSQL")
+    load_image = commands.add_parser("load-image", help="import a Docker Engine image into every node's containerd (as kind load docker-image)")
+    load_image.add_argument("image", help="the image as Docker names it, e.g. tasks-server:dev-0123abcd")
+    commands.add_parser("fresh-machine", help="the README's image and deploy recipes in a fresh container, against the running cluster")
     commands.add_parser("unit-tests", help="the package's own tests (cluster/tests) with a summary line")
     commands.add_parser("prefetch", help="build (or find cached) everything the suite needs that no other suite builds")
     build = commands.add_parser("build-tools", help="build (or find cached) the tools; prints their paths")
@@ -172,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             return run_test(args.nodes, keep=args.keep)
         elif args.command == "status":
             print(cluster.status())
+        elif args.command == "load-image":
+            print(json.dumps(cluster.load_image(args.image)))
+        elif args.command == "fresh-machine":
+            from . import fresh
+
+            return fresh.run_on_running_cluster()
         elif args.command == "unit-tests":
             return unit_tests()
         elif args.command == "prefetch":

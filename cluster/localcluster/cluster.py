@@ -6,10 +6,12 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-from . import control_plane, network, node, paths, process
+from . import control_plane, network, node, paths, process, tools
 
 REGISTRY_PORT = 5000
 #: The registry listens on the bridge address: the nodes' containerd pulls from there.
@@ -18,6 +20,29 @@ REGISTRY_ADDRESS = f"{network.HOST_ADDRESS}:{REGISTRY_PORT}"
 
 def info_file() -> Path:
     return paths.STATE / "cluster.json"
+
+
+def deploy_values_file() -> Path:
+    """The values ``LOCAL_CLUSTER=tasks just deploy-local`` adds to the local overlay:
+    the images this cluster has that the chart would otherwise pull from outside."""
+    return paths.STATE / "deploy-local-values.yaml"
+
+
+def deploy_values(postgres_reference: str, postgres_tag: str) -> str:
+    """The text of ``deploy_values_file()``: PostgreSQL from the cluster's registry by
+    digest (``postgres_reference`` is ``host:port/name@sha256:...``)."""
+    registry, rest = postgres_reference.split("/", 1)
+    repository, digest = rest.split("@", 1)
+    return (
+        "# Written by `scripts/cluster.sh up`: what the repository's own cluster serves in place of\n"
+        "# registries it cannot reach (scripts/deploy-local.sh adds it with LOCAL_CLUSTER=tasks).\n"
+        "postgresql:\n"
+        "  image:\n"
+        f'    registry: "{registry}"\n'
+        f"    repository: {repository}\n"
+        f'    tag: "{postgres_tag}"\n'
+        f'    digest: "{digest}"\n'
+    )
 
 
 def nodes(count: int = 1) -> list[network.Node]:
@@ -104,6 +129,18 @@ def up(node_count: int = 1, registry=None) -> dict:
     network.route_pods_between(nodes(node_count))
     # The host reaches Services through the first node: the one a node-failure scenario keeps.
     network.route_services(nodes(node_count)[0])
+    # What `LOCAL_CLUSTER=tasks just deploy-local` needs beside the cluster: PostgreSQL in
+    # the registry (the chart's default is on Docker Hub) and volumes for its claim.
+    step = time.monotonic()
+    postgres = images.postgres()
+    deploy_values_file().write_text(deploy_values(push_content(registry, postgres), postgres.tag))
+    from . import scenarios
+
+    kube = scenarios.Kube(str(control_plane.admin_kubeconfig()), "default")
+    classes = kube.json("storageclass")["items"]
+    if not any((c["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true" for c in classes):
+        scenarios.storage_fixtures(kube, [member.name for member in nodes(node_count)])
+    timings["deploy-local-fixtures"] = time.monotonic() - step
     timings["total"] = time.monotonic() - started
     info = {
         "kubeconfig": str(control_plane.admin_kubeconfig()),
@@ -115,6 +152,71 @@ def up(node_count: int = 1, registry=None) -> dict:
     }
     info_file().write_text(json.dumps(info, indent=2))
     return info
+
+
+def normalized_reference(image: str) -> str:
+    """The name containerd gives an image that Docker calls ``image``
+    (``tasks-server:dev`` -> ``docker.io/library/tasks-server:dev``); the kubelet
+    normalizes a pod's image the same way, so this is the name the pod finds."""
+    name, tag = image, ""
+    if "@" not in image and ":" in image.rsplit("/", 1)[-1]:
+        name, tag = image.rsplit(":", 1)
+        tag = f":{tag}"
+    elif "@" not in image:
+        tag = ":latest"
+    first, _, rest = name.partition("/")
+    if not rest:
+        name = f"docker.io/library/{name}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        name = f"docker.io/{name}"
+    return name + tag
+
+
+def load_image(image: str) -> dict[str, float]:
+    """Import ``image`` from Docker Engine into every node's containerd (namespace
+    ``k8s.io``, the kubelet's), as ``kind load docker-image`` does: ``docker save`` once,
+    then ``ctr images import`` against each node's containerd socket. Returns seconds
+    per step. A pod then runs it with ``imagePullPolicy: Never`` (the local overlay's)."""
+    if not info_file().exists():
+        raise process.ClusterError(
+            f"no cluster is running from {paths.STATE} (no cluster.json): start one with scripts/cluster.sh up "
+            "(or set CLUSTER_STATE_DIR to the state directory of the checkout that started it)")
+    members = [network.Node(int(name.removeprefix("node"))) for name in json.loads(info_file().read_text())["nodes"]]
+    # ctr: the client of the nodes' containerd, from the same Debian package.
+    tools.debian_install("containerd")
+    ctr = shutil.which("ctr") or "/usr/bin/ctr"
+    reference = normalized_reference(image)
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="tasks-load-image-") as work:
+        archive = Path(work) / "image.tar"
+        started = time.monotonic()
+        _checked(["docker", "save", "--output", str(archive), image], f"docker save {image}", timeout=300)
+        timings["docker-save"] = round(time.monotonic() - started, 1)
+        for member in members:
+            socket = node.containerd_socket(member)
+            if not socket.exists():
+                raise process.ClusterError(f"{member.name}: no containerd socket at {socket}; is the node up? (scripts/cluster.sh status)")
+            started = time.monotonic()
+            base = [ctr, "--address", str(socket), "--namespace", "k8s.io"]
+            _checked([*base, "images", "import", str(archive)], f"ctr images import into {member.name}", timeout=300)
+            listed = _checked([*base, "images", "list", "--quiet"], f"ctr images list on {member.name}", timeout=60).split()
+            if reference not in listed:
+                raise process.ClusterError(f"{member.name}: {reference} is not among its images after the import: {' '.join(listed)}")
+            timings[member.name] = round(time.monotonic() - started, 1)
+            tools.log(f"load-image: {reference} in {member.name}'s containerd ({timings[member.name]}s)")
+    return timings
+
+
+def _checked(argv: list[str], what: str, *, timeout: float) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as error:
+        raise process.ClusterError(f"{what}: {error.filename} not found") from None
+    except subprocess.TimeoutExpired:
+        raise process.ClusterError(f"{what}: no result within {timeout:.0f}s") from None
+    if result.returncode != 0:
+        raise process.ClusterError(f"{what} failed (exit {result.returncode}): {(result.stdout + result.stderr).strip()[-2000:]}")
+    return result.stdout
 
 
 def down() -> None:

@@ -375,16 +375,22 @@ def postgres() -> ImageContent:
         return content
 
 
-def _build_postgres(out: Path, debian: str, started: float) -> dict:
+def _debootstrap(rootfs: Path, include: tuple[str, ...]) -> None:
+    """A ``debootstrap --variant=minbase`` root filesystem of Debian SUITE with
+    ``include``; the downloaded packages are kept in a per-machine cache."""
     tools.debian_install("debootstrap")
-    rootfs = out / "rootfs"
     cache = paths.CACHE / "images" / "debootstrap-cache"
     cache.mkdir(parents=True, exist_ok=True)
     try:
         _run(["debootstrap", "--variant=minbase", f"--keyring={KEYRING}", f"--cache-dir={cache}",
-              f"--include={POSTGRES_PACKAGE}", SUITE, str(rootfs), MIRROR], "debootstrap")
+              f"--include={','.join(include)}", SUITE, str(rootfs), MIRROR], "debootstrap")
     finally:
         _unmount_under(rootfs)
+
+
+def _build_postgres(out: Path, debian: str, started: float) -> dict:
+    rootfs = out / "rootfs"
+    _debootstrap(rootfs, (POSTGRES_PACKAGE,))
     installed = _installed_version(rootfs, POSTGRES_PACKAGE)
     if installed != debian:
         raise ImageError(f"debootstrap installed {POSTGRES_PACKAGE} {installed}, the index said {debian}: the mirror changed during the build; run again")
@@ -643,6 +649,60 @@ def _elf_interpreter(path: Path) -> str | None:
             size, = struct.unpack_from("<Q", data, header + 32)
             return data[offset:offset + size].rstrip(b"\0").decode()
     return None
+
+
+# ---- A fresh machine ------------------------------------------------------------------
+
+#: What the README assumes of a machine for the image and deploy recipes, and nothing
+#: else: a Rust toolchain (mounted from the host by ``localcluster.fresh``; rustc links
+#: with the system C compiler, hence gcc and libc6-dev), Python 3 with pip, git, and the
+#: CA certificates any machine has. Not musl-tools, docker, helm, kubectl, containerd:
+#: the recipes must install those themselves.
+FRESH_MACHINE_PACKAGES = ("ca-certificates", "git", "python3", "python3-pip", "gcc", "libc6-dev")
+FRESH_MACHINE_RECIPE = "1"
+
+
+def fresh_machine() -> ImageContent:
+    """A minimal Debian SUITE root filesystem with FRESH_MACHINE_PACKAGES only, as the
+    single layer of an image (``docker import`` takes the layer as it is). Built once per
+    machine and recipe; the packages' versions are not part of the key (a fresh machine
+    need not have the newest ones; apt refreshes its lists when a recipe installs)."""
+    key = _key("fresh-machine", FRESH_MACHINE_RECIPE, SUITE, repr(FRESH_MACHINE_PACKAGES))
+    directory = paths.CACHE / "images" / f"fresh-machine-{key}"
+    config = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+              "Cmd": ["sleep", "infinity"], "WorkingDir": "/root"}
+    with paths.cache_lock("image-fresh-machine"):
+        cached = _cached(directory, "fresh-machine", key)
+        if cached is not None:
+            return cached
+        tools.log(f"images: building the fresh-machine root filesystem (Debian {SUITE} minbase + {', '.join(FRESH_MACHINE_PACKAGES)}); cached as {directory}")
+        started = time.monotonic()
+        content = _store(directory, "fresh-machine", key, config, lambda out: _build_fresh_machine(out, started))
+        tools.log(f"images: built the fresh-machine root filesystem in {time.monotonic() - started:.0f}s, layer {content.layer.stat().st_size / 1e6:.1f} MB")
+        return content
+
+
+def _build_fresh_machine(out: Path, started: float) -> dict:
+    rootfs = out / "rootfs"
+    _debootstrap(rootfs, FRESH_MACHINE_PACKAGES)
+    # As after an install: no package lists yet (a recipe's apt-get refreshes them), no
+    # downloads kept.
+    for relative in ("var/lib/apt/lists", "var/cache/apt/archives"):
+        target = rootfs / relative
+        for entry in target.glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    _clean_runtime_dirs(rootfs)
+    meta = _tar_rootfs(rootfs, out / "layer.tar.gz")
+    rootfs_bytes = meta["uncompressed_size"]
+    _remove_tree(rootfs)
+    meta.update(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created_by=f"debootstrap --variant=minbase --include={','.join(FRESH_MACHINE_PACKAGES)} {SUITE} (localcluster.images, recipe {FRESH_MACHINE_RECIPE})",
+        build_seconds=round(time.monotonic() - started, 1),
+        rootfs_bytes=rootfs_bytes,
+    )
+    return meta
 
 
 def all_images() -> list[ImageContent]:

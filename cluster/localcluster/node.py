@@ -32,9 +32,13 @@ def state_dir(node: network.Node) -> Path:
     return path
 
 
+#: Where the nodes' sockets are (one directory per state directory and node).
+RUN_ROOT = Path("/run/tasks-cluster")
+
+
 def run_dir(node: network.Node) -> Path:
     key = hashlib.sha256(str(paths.STATE).encode()).hexdigest()[:10]
-    path = Path("/run/tasks-cluster") / key / node.name
+    path = RUN_ROOT / key / node.name
     path.mkdir(parents=True, exist_ok=True)
     return path
 

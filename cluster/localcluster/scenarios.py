@@ -594,13 +594,15 @@ def storage_fixtures(kube: Kube, node_names: list[str], count: int = 6) -> None:
         raise RuntimeError(f"storage fixtures: {result.stderr}")
 
 
-def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False, nodes=None) -> Results:
+def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False, nodes=None, after=None) -> Results:
     """Every scenario with Helm 4 and the install/upgrade/rollback path with Helm 3.
 
     ``artefacts``: ``release_n``/``release_next`` (Release), ``postgres_image``
     (registry/repository@digest), ``charts`` (helm major -> (oci ref, version)),
     ``helms`` (major -> binary path). ``nodes``: a ``cluster.NodeControl`` where the
     suite may fail and recover nodes (the cluster it started, with two nodes or more).
+    ``after``: more checks on the same cluster, called with the results before the summary
+    (the fresh-machine recipes, ``localcluster.fresh``).
     """
     results = Results()
     kube = Kube(info["kubeconfig"], "default")
@@ -619,5 +621,7 @@ def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False,
     if expect_network_policy:  # a CNI that enforces NetworkPolicies (the kind workflow's Calico job)
         from . import policy
         policy.install_and_check(results, info["kubeconfig"], artefacts["helms"]["4"], artefacts["charts"]["4"], releases[0], postgres_sets)
+    if after is not None:
+        after(results)
     print(results.summary(), flush=True)
     return results
