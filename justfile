@@ -119,7 +119,7 @@ bench:
 # Each prints every command before running it; DRY_RUN=1 prints without running.
 # ===================================================================================
 
-# Build the image, load it into minikube, helm upgrade --install into namespace tasks-local (wait, roll back on failure), helm test. Needs minikube, docker, kubectl, helm.
+# Build the image, load it into minikube (LOCAL_CLUSTER=tasks: every node of the repository's own cluster, just cluster-up), helm upgrade --install into namespace tasks-local (wait, roll back on failure), helm test. Needs docker; installs kubectl and helm when missing.
 deploy-local:
     scripts/deploy-local.sh deploy
 
