@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make a Docker Engine available for the project's image build and image test.
 #
-#   scripts/docker-engine.sh ensure   install Debian's docker.io if dockerd is missing;
+#   scripts/docker-engine.sh ensure   install Debian's docker.io if dockerd is missing (and
+#                                     docker-cli where the client is a package of its own);
 #                                     reuse a daemon that answers (DOCKER_HOST, the default
 #                                     socket, or one this script started earlier); otherwise
 #                                     start dockerd with its own data root and socket under
@@ -61,15 +62,25 @@ need_root() {
 }
 
 install_engine() {
-    if command -v dockerd >/dev/null 2>&1; then
+    if command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1; then
         return 0
     fi
-    need_root "installing docker.io"
-    log "dockerd not found: installing Debian docker.io"
-    # docker.io pulls in containerd, runc and iptables. /usr/local/bin/docker (a newer
-    # client) may already exist and keeps precedence in PATH; both talk to this daemon.
-    debian_install docker.io || die "dockerd is missing and installing Debian docker.io failed; install Docker Engine"
-    command -v dockerd >/dev/null 2>&1 || die "docker.io installed but dockerd is still missing"
+    if ! command -v dockerd >/dev/null 2>&1; then
+        need_root "installing docker.io"
+        log "dockerd not found: installing Debian docker.io"
+        # docker.io pulls in containerd, runc and iptables. /usr/local/bin/docker (a newer
+        # client) may already exist and keeps precedence in PATH; both talk to this daemon.
+        debian_install docker.io || die "dockerd is missing and installing Debian docker.io failed; install Docker Engine"
+        command -v dockerd >/dev/null 2>&1 || die "docker.io installed but dockerd is still missing"
+    fi
+    # Debian 13 moved the client out of docker.io into docker-cli (only recommended, so
+    # --no-install-recommends leaves it out); Debian 12's docker.io holds both.
+    if ! command -v docker >/dev/null 2>&1; then
+        need_root "installing docker-cli"
+        log "the docker client is not found: installing Debian docker-cli"
+        debian_install docker-cli || die "the docker client is missing and installing Debian docker-cli failed; install the Docker CLI"
+        command -v docker >/dev/null 2>&1 || die "docker-cli installed but docker is still missing"
+    fi
 }
 
 wait_for() { # wait_for DOCKER_HOST PID
