@@ -16,4 +16,15 @@ if [[ "${1:-}" != prefetch && "${1:-}" != load-image ]]; then
     "$ROOT/scripts/ensure-tools.sh" helm helm3 kubectl wrk >&2
 fi
 export PATH="$ROOT/.tools/bin:$PATH"
+# The package's one module from outside the standard library: cryptography (pki.py, the
+# cluster's certificates). Debian's python3-cryptography when missing, or a message.
+if ! python3 -c 'import cryptography' 2>/dev/null; then
+    # shellcheck source=scripts/lib/debian.sh
+    source "$ROOT/scripts/lib/debian.sh"
+    debian_install python3-cryptography || true
+    python3 -c 'import cryptography' 2>/dev/null || {
+        echo "cluster: the Python module cryptography is missing for $(command -v python3): install Debian's python3-cryptography (or pip install cryptography)" >&2
+        exit 1
+    }
+fi
 PYTHONPATH="$ROOT/cluster${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m localcluster "$@"
