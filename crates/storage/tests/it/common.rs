@@ -15,8 +15,11 @@ pub fn settings(db: &TestDatabase) -> PoolSettings {
         password: Password::Value(db.password.clone().into()),
         sslmode: SslMode::Disable,
         max_size: 8,
-        wait_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
+        // Generous: a test may open all eight connections at once (SCRAM, a backend
+        // fork each) on a loaded 2-core CI machine, where 2 s once timed out. Tests of
+        // the timeouts themselves set their own.
+        wait_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(10),
         ..PoolSettings::default()
     }
 }
