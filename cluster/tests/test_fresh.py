@@ -40,6 +40,9 @@ def test_the_fresh_machine_gets_the_toolchain_and_the_cluster_and_nothing_of_the
     assert env["CLUSTER_STATE_DIR"] == str(paths.STATE)
     assert env["DOCKER_HOST"] == "unix:///x/docker.sock"
     assert env["CARGO_BUILD_JOBS"] == "1"
+    # The release build is made cheap through Cargo's environment, never by changing the recipe.
+    assert {key: env[key] for key in fresh.BUILD_PROFILE} == fresh.BUILD_PROFILE
+    assert all(key.startswith("CARGO_PROFILE_RELEASE_") for key in fresh.BUILD_PROFILE)
     # The host's PATH (its .tools, its docker) is not passed: the machine's own PATH and cargo's bin.
     assert env["PATH"].split(":")[0] == "/r/.cargo/bin" and "/host/only" not in env["PATH"]
     assert "--privileged" not in args and args[args.index("--network") + 1] == "host"
