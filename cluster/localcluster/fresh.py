@@ -67,7 +67,7 @@ BUILD_PROFILE = {
 }
 
 #: Bounds of each step, in seconds (a cold build of the musl release binary is the long one).
-TIMEOUTS = {"setup": 120, "absent": 60, "clone": 300, "negative": 600, "image": 3600, "deploy": 1200,
+TIMEOUTS = {"setup": 120, "absent": 60, "present": 60, "clone": 300, "negative": 600, "image": 3600, "deploy": 1200,
             "status": 180, "logs": 180, "undeploy": 600}
 
 
@@ -165,7 +165,7 @@ class FreshMachine:
 
     def exec(self, step: str, command: str, *env: str) -> tuple[int, str, float]:
         """Run ``command`` (bash) in the container; its output goes to the step's log too."""
-        workdir = "/root" if step in ("setup", "absent", "clone") else CLONE
+        workdir = "/root" if step in ("setup", "absent", "present", "clone") else CLONE
         argv = ["docker", "exec", *[f"--env={item}" for item in env], "--workdir", workdir, self.name, "bash", "-c", command]
         started = time.monotonic()
         print(f"$ [fresh machine] {' '.join(env)}{' ' if env else ''}{command}", flush=True)
@@ -268,7 +268,7 @@ class FreshMachine:
         self.built_images.append(tag)
         self.check("the recipe installed musl-tools and docker.io itself",
                    "apt-get install musl-tools" in output and "installing Debian docker.io" in output, output)
-        code, after, _ = self.exec("absent", absence_command(("x86_64-linux-musl-gcc", "docker")))
+        code, after, _ = self.exec("present", absence_command(("x86_64-linux-musl-gcc", "docker")))
         self.check("x86_64-linux-musl-gcc and docker present after the recipe", sorted(present_tools(after)) == ["docker", "x86_64-linux-musl-gcc"], after)
         inspected = self.docker("image", "inspect", "--format", "{{.Config.User}}", tag, check=False)
         self.check(f"{tag} is in Docker Engine, user 10001", inspected.returncode == 0 and inspected.stdout.strip() == "10001:10001",
