@@ -30,6 +30,7 @@
 
 #![deny(missing_docs)]
 
+mod filter;
 pub mod http;
 mod json_lines;
 pub mod metrics;
@@ -111,16 +112,21 @@ impl LogSettings {
     /// # Errors
     /// [`TelemetryError::Filter`] for directives that do not parse.
     pub fn filter(&self) -> Result<EnvFilter, TelemetryError> {
-        let directives = std::env::var("RUST_LOG")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| self.level.clone());
+        let directives = self.directives();
         EnvFilter::builder()
             .parse(&directives)
             .map_err(|e| TelemetryError::Filter {
                 directives,
                 reason: e.to_string(),
             })
+    }
+
+    /// `RUST_LOG` when set and non-empty, else `level`.
+    fn directives(&self) -> String {
+        std::env::var("RUST_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| self.level.clone())
     }
 }
 
@@ -131,7 +137,7 @@ impl LogSettings {
 /// # Errors
 /// A bad log filter, unusable `OTEL_*` settings, or a subscriber already installed.
 pub fn init(logs: &LogSettings, service_name: &str) -> Result<Telemetry, TelemetryError> {
-    let filter = logs.filter()?;
+    let filter = filter::Filter::new(logs.filter()?, &logs.directives());
     let otlp = OtlpSettings::from_env(service_name)?;
     let mut telemetry = Telemetry::new(otlp)?;
     let (writer, flusher) = writer::LogWriter::new(Duration::from_millis(logs.flush_interval_ms));
