@@ -99,15 +99,26 @@ impl PipelinedReader {
         Ok(connection)
     }
 
-    async fn statement(connection: &Connection, sql: &'static str) -> Result<Statement, Error> {
-        let cached = connection.statements.lock().ok().and_then(|s| {
+    /// The statement prepared on `connection` for `sql`, when it has been.
+    fn cached_statement(connection: &Connection, sql: &'static str) -> Option<Statement> {
+        connection.statements.lock().ok().and_then(|s| {
             s.iter()
                 .find(|(known, _)| *known == sql)
                 .map(|(_, st)| st.clone())
-        });
-        if let Some(statement) = cached {
+        })
+    }
+
+    async fn statement(connection: &Connection, sql: &'static str) -> Result<Statement, Error> {
+        if let Some(statement) = Self::cached_statement(connection, sql) {
             return Ok(statement);
         }
+        // Boxed: a statement is prepared once per connection, and unboxed the prepare
+        // future would be part of every read's future, which the repository boxes on every
+        // request (a larger box leaves malloc's per-thread cache for its slower bins).
+        Box::pin(Self::prepare(connection, sql)).await
+    }
+
+    async fn prepare(connection: &Connection, sql: &'static str) -> Result<Statement, Error> {
         let statement = connection
             .client
             .prepare(sql)
