@@ -11,10 +11,14 @@
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::dev::{
+    ServerHandle, Service, ServiceRequest, ServiceResponse, Transform, forward_ready,
+};
 use actix_web::http::ConnectionType;
 use actix_web::middleware::Next;
 use actix_web::web;
+use futures_util::FutureExt as _;
+use futures_util::future::{Either, Map, Ready, ready};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -55,6 +59,7 @@ impl ShutdownSettings {
 
 /// Middleware (`App::wrap(from_fn(close_when_draining))`) asking clients to close their
 /// connections once shutdown has begun. Needs `web::Data<Health>` in the app.
+/// [`CloseWhenDraining`] does the same without `from_fn`'s boxed futures.
 pub async fn close_when_draining(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -69,6 +74,73 @@ pub async fn close_when_draining(
             .set_connection_type(ConnectionType::Close);
     }
     Ok(res)
+}
+
+/// [`close_when_draining`] as a middleware type (`App::wrap(CloseWhenDraining)`): the same
+/// behaviour without the two futures `from_fn` boxes per request. While serving, the
+/// response future is the wrapped service's own; while draining, that future with the
+/// `Connection: close` marking mapped onto its response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloseWhenDraining;
+
+impl<S, B> Transform<S, ServiceRequest> for CloseWhenDraining
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = CloseWhenDrainingService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(CloseWhenDrainingService { service }))
+    }
+}
+
+/// The service [`CloseWhenDraining`] wraps around the app.
+#[derive(Debug)]
+pub struct CloseWhenDrainingService<S> {
+    service: S,
+}
+
+/// What a response becomes while draining.
+type Marked<B> = fn(
+    Result<ServiceResponse<B>, actix_web::Error>,
+) -> Result<ServiceResponse<B>, actix_web::Error>;
+
+fn mark_close<B>(
+    outcome: Result<ServiceResponse<B>, actix_web::Error>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    outcome.map(|mut res| {
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+        res
+    })
+}
+
+impl<S, B> Service<ServiceRequest> for CloseWhenDrainingService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = Either<S::Future, Map<S::Future, Marked<B>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let draining = req
+            .app_data::<web::Data<Health>>()
+            .is_some_and(|h| h.is_shutting_down());
+        let response = self.service.call(req);
+        if draining {
+            Either::Right(response.map(mark_close::<B> as Marked<B>))
+        } else {
+            Either::Left(response)
+        }
+    }
 }
 
 /// Where stop requests come from: SIGTERM and SIGINT once [`StopRequests::listen_for_signals`]
@@ -171,5 +243,36 @@ pub async fn drain(
     );
     for server in servers {
         server.stop(!forced).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, HttpResponse, test};
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn responses_ask_to_close_only_while_draining() {
+        let health = Health::new();
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(health.clone()))
+                .route("/", web::get().to(HttpResponse::Ok))
+                .wrap(CloseWhenDraining),
+        )
+        .await;
+        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        assert_ne!(
+            res.response().head().connection_type(),
+            ConnectionType::Close
+        );
+        health.begin_shutdown();
+        let res = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+        assert!(res.status().is_success());
+        assert_eq!(
+            res.response().head().connection_type(),
+            ConnectionType::Close
+        );
     }
 }

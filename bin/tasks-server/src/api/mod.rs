@@ -110,6 +110,6 @@ pub fn app(
         .app_data(authenticator)
         .configure(configure(limits))
         .wrap(ErrorHandlers::new().default_handler(problem_for_any_error))
-        .wrap(from_fn(tasks_health::shutdown::close_when_draining))
+        .wrap(tasks_health::shutdown::CloseWhenDraining)
         .wrap(from_fn(tasks_telemetry::http::observe))
 }
