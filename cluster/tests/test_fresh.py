@@ -75,3 +75,12 @@ def test_deploy_values_point_postgresql_at_the_cluster_registry_by_digest():
     lines = [line for line in text.splitlines() if not line.startswith("#")]
     assert lines == ["postgresql:", "  image:", '    registry: "10.201.0.1:5000"', "    repository: postgres",
                      '    tag: "17.12"', f'    digest: "{digest}"']
+
+
+def test_the_fresh_machine_step_runs_unless_switched_off(monkeypatch):
+    from localcluster import __main__ as entry
+
+    monkeypatch.delenv("CLUSTER_FRESH_MACHINE", raising=False)
+    assert callable(entry.fresh_machine_step())
+    monkeypatch.setenv("CLUSTER_FRESH_MACHINE", "0")
+    assert entry.fresh_machine_step() is None
