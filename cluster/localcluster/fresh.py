@@ -18,9 +18,10 @@ would run them, in a container holding only what the README assumes:
   the recipe must still install the docker client (Debian's docker.io) itself.
 - the cluster: the running one, named by ``CLUSTER_STATE_DIR`` (its state directory
   and node sockets mounted at the same paths), as for a cluster another checkout started.
-- the musl release build uses a target directory of its own under the host checkout
-  (``target/fresh``), so a warm run rebuilds only the workspace crates (a fresh clone's
-  files are new) and not every dependency, and Cargo's environment makes the release
+- the musl release build uses a target directory cached per machine, like the tool
+  builds (``$CLUSTER_CACHE_DIR/fresh-machine/target``; every CI run is a fresh clone, so
+  one under the checkout would cost a cold build of every dependency each time), so a
+  warm run rebuilds only the workspace crates (a fresh clone's files are new), and Cargo's environment makes the release
   profile cheap (BUILD_PROFILE: no LTO, no optimisation, incremental): the recipe's
   commands and install steps are the same, only the binary is less optimised (the
   image test and the scenarios build the real profile). Cached C objects mean musl-gcc
@@ -73,7 +74,9 @@ TIMEOUTS = {"setup": 120, "absent": 60, "present": 60, "clone": 300, "negative":
 
 
 def target_dir() -> Path:
-    return paths.REPO / "target" / "fresh"
+    """Per machine, not per checkout: CI clones afresh every run, and the dependencies'
+    build is the same for every clone (cargo's own lock serialises two users)."""
+    return paths.CACHE / "fresh-machine" / "target"
 
 
 def apt_archives() -> Path:

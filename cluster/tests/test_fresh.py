@@ -28,10 +28,11 @@ def test_the_fresh_machine_gets_the_toolchain_and_the_cluster_and_nothing_of_the
                                machine_ca=Path("/usr/local/share/ca-certificates"), pip_conf=Path("/etc/pip.conf"))
     found = mounts(args)
     # The checkout only read-only, to be cloned; of what is under it, only the cluster's
-    # state and the build's own target directory, never .tools, .local or target/ itself.
+    # state, never .tools, .local or target/ (the build's target directory is cached per machine).
     assert found[fresh.CHECKOUT_MOUNT] == f"{paths.REPO}:ro"
     under_checkout = {target for target, source in found.items() if source.startswith(f"{paths.REPO}/")}
-    assert under_checkout <= {str(paths.STATE), str(fresh.target_dir())}, under_checkout
+    assert under_checkout <= {str(paths.STATE)}, under_checkout
+    assert str(fresh.target_dir()).startswith(f"{paths.CACHE}/")
     # The toolchain and the cluster at the same paths (kubeconfig paths, node socket names).
     for same in ("/r/.rustup", "/r/.cargo", "/x/docker.sock", str(paths.STATE), str(node.RUN_ROOT), str(fresh.target_dir())):
         assert found[same] == f"{same}:rw"
