@@ -2,13 +2,16 @@
 //! HTTP metrics and one access-log event per request.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::HttpMessage;
 use actix_web::HttpRequest;
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -202,115 +205,242 @@ impl Drop for Active {
     }
 }
 
-/// The middleware (`App::wrap(from_fn(observe))`, outermost so it sees the final
-/// response): assigns the request id, continues the caller's trace, runs the request in
-/// a server span, records `http.server.*` metrics and logs one access event. Never logs
-/// bodies, query strings or headers.
+/// The middleware as a function (`App::wrap(from_fn(observe))`, outermost so it sees
+/// the final response): assigns the request id, continues the caller's trace, runs the
+/// request in a server span, records `http.server.*` metrics and logs one access event.
+/// Never logs bodies, query strings or headers. [`Observe`] does the same with one boxed
+/// future per request instead of `from_fn`'s two.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
-    let started = Instant::now();
-    let id_value = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(acceptable_id)
-        .unwrap_or_else(generated_id);
-    let request_id = RequestId(id_value.clone());
-    let method = method_label(req.method());
-    let exporting = EXPORTING.load(Ordering::Relaxed);
-    // With an exporter the span is named before the request runs, so the route comes from
-    // matching the path against the app's resource map (its patterns are regexes: costly).
-    // Without one the span's name is seen by nobody, and the route is read after routing
-    // from the resource ids the router recorded, which matches nothing again.
-    let early_route = exporting.then(|| {
-        req.request()
-            .resource_map()
-            .match_pattern(req.path())
-            .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned())
-    });
-    let id = request_id.as_str();
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = Empty,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.route = Empty,
-        http.response.status_code = Empty,
-        url.path = req.path(),
-        url.scheme = "http",
-        network.protocol.version = protocol_version(req.version()),
-        "error.type" = Empty,
-        request_id = id,
-    );
-    if let Some(route) = &early_route {
-        record_route(&span, method, route);
+    let pending = Pending::begin(&req);
+    let outcome = next.call(req).instrument(pending.span.clone()).await;
+    pending.finish(outcome)
+}
+
+/// [`observe`] as a [`Transform`] (`App::wrap(Observe)`, outermost): the work before the
+/// request is done synchronously in `call`, and the wrapped service's own future is
+/// polled inside [`ObserveFuture`], a concrete type, where `from_fn` boxes both its own
+/// future and the wrapped service's (two allocations per request).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observe;
+
+impl<S, B> Transform<S, ServiceRequest> for Observe
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = ObserveService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(ObserveService { service }))
     }
-    let trace_id = if exporting {
-        let parent =
-            opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
-        let _ = span.set_parent(parent);
-        let span_trace = span.context().span().span_context().clone();
-        if span_trace.is_valid() {
-            Some(span_trace.trace_id().to_string())
+}
+
+/// The service [`Observe`] wraps around the application.
+#[derive(Debug)]
+pub struct ObserveService<S> {
+    service: S,
+}
+
+impl<S, B> Service<ServiceRequest> for ObserveService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = ObserveFuture<S::Future>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let pending = Pending::begin(&req);
+        let inner = self.service.call(req).instrument(pending.span.clone());
+        ObserveFuture {
+            inner,
+            pending: Some(pending),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ObserveService`]: the wrapped service's future in the server
+    /// span, then the outcome recorded.
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        pending: Option<Pending>,
+    }
+}
+
+impl<F, B> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let outcome = std::task::ready!(this.inner.poll(cx));
+        match this.pending.take() {
+            Some(pending) => Poll::Ready(pending.finish(outcome)),
+            // Polled again after completion (a caller's bug): pass the outcome through.
+            None => Poll::Ready(outcome),
+        }
+    }
+}
+
+/// What [`observe`] knows about a request before the application runs.
+struct Pending {
+    started: Instant,
+    id_value: HeaderValue,
+    request_id: RequestId,
+    method: &'static str,
+    early_route: Option<String>,
+    span: tracing::Span,
+    trace_id: Option<String>,
+    active: Active,
+}
+
+impl Pending {
+    /// Assigns the request id, opens the server span and counts the request as active.
+    fn begin(req: &ServiceRequest) -> Self {
+        let started = Instant::now();
+        let id_value = req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(acceptable_id)
+            .unwrap_or_else(generated_id);
+        let request_id = RequestId(id_value.clone());
+        let method = method_label(req.method());
+        let exporting = EXPORTING.load(Ordering::Relaxed);
+        // With an exporter the span is named before the request runs, so the route comes
+        // from matching the path against the app's resource map (its patterns are
+        // regexes: costly). Without one the span's name is seen by nobody, and the route
+        // is read after routing from the resource ids the router recorded, which matches
+        // nothing again.
+        let early_route = exporting.then(|| {
+            req.request()
+                .resource_map()
+                .match_pattern(req.path())
+                .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned())
+        });
+        let id = request_id.as_str();
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.name = Empty,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = method,
+            http.route = Empty,
+            http.response.status_code = Empty,
+            url.path = req.path(),
+            url.scheme = "http",
+            network.protocol.version = protocol_version(req.version()),
+            "error.type" = Empty,
+            request_id = id,
+        );
+        if let Some(route) = &early_route {
+            record_route(&span, method, route);
+        }
+        let trace_id = if exporting {
+            let parent = opentelemetry::global::get_text_map_propagator(|p| {
+                p.extract(&Headers(req.headers()))
+            });
+            let _ = span.set_parent(parent);
+            let span_trace = span.context().span().span_context().clone();
+            if span_trace.is_valid() {
+                Some(span_trace.trace_id().to_string())
+            } else {
+                traceparent_trace_id(req.headers())
+            }
         } else {
             traceparent_trace_id(req.headers())
-        }
-    } else {
-        traceparent_trace_id(req.headers())
-    };
-    req.extensions_mut().insert(request_id.clone());
+        };
+        req.extensions_mut().insert(request_id.clone());
 
-    let gauge = active_gauge(method);
-    gauge.inc();
-    let active = Active(gauge);
-    let outcome = next.call(req).instrument(span.clone()).await;
-    drop(active);
-
-    let status = match &outcome {
-        Ok(res) => res.status(),
-        Err(error) => error.as_response_error().status_code(),
-    };
-    let route = match (early_route, &outcome) {
-        (Some(route), _) => route,
-        (None, Ok(res)) => {
-            let route = res
-                .request()
-                .match_pattern()
-                .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-            record_route(&span, method, &route);
-            route
-        }
-        // A middleware failed before a response existed: nothing says which route it was.
-        (None, Err(_)) => UNMATCHED_ROUTE.to_owned(),
-    };
-    let elapsed = started.elapsed();
-    let code = status.as_u16();
-    span.record("http.response.status_code", i64::from(code));
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-        // HTTP semantic conventions: without a more specific error, the status code.
-        span.record("error.type", status.as_str());
-    }
-    observe_duration(method, &route, code, elapsed.as_secs_f64());
-    let id = request_id.as_str();
-    span.in_scope(|| {
-        tracing::info!(
-            target: "http.access",
+        let gauge = active_gauge(method);
+        gauge.inc();
+        Self {
+            started,
+            id_value,
+            request_id,
             method,
-            route = route.as_str(),
-            status = code,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            request_id = id,
-            trace_id = trace_id.as_deref().unwrap_or(""),
-            "request"
-        );
-    });
+            early_route,
+            span,
+            trace_id,
+            active: Active(gauge),
+        }
+    }
 
-    let mut res = outcome?;
-    res.headers_mut().insert(REQUEST_ID.clone(), id_value);
-    Ok(res)
+    /// Records the outcome (span fields, metrics, the access event) and echoes the id.
+    fn finish<B>(
+        self,
+        outcome: Result<ServiceResponse<B>, actix_web::Error>,
+    ) -> Result<ServiceResponse<B>, actix_web::Error> {
+        let Self {
+            started,
+            id_value,
+            request_id,
+            method,
+            early_route,
+            span,
+            trace_id,
+            active,
+        } = self;
+        drop(active);
+
+        let status = match &outcome {
+            Ok(res) => res.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        let route = match (early_route, &outcome) {
+            (Some(route), _) => route,
+            (None, Ok(res)) => {
+                let route = res
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+                record_route(&span, method, &route);
+                route
+            }
+            // A middleware failed before a response existed: nothing says which route it
+            // was.
+            (None, Err(_)) => UNMATCHED_ROUTE.to_owned(),
+        };
+        let elapsed = started.elapsed();
+        let code = status.as_u16();
+        span.record("http.response.status_code", i64::from(code));
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+            // HTTP semantic conventions: without a more specific error, the status code.
+            span.record("error.type", status.as_str());
+        }
+        observe_duration(method, &route, code, elapsed.as_secs_f64());
+        let id = request_id.as_str();
+        span.in_scope(|| {
+            tracing::info!(
+                target: "http.access",
+                method,
+                route = route.as_str(),
+                status = code,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                request_id = id,
+                trace_id = trace_id.as_deref().unwrap_or(""),
+                "request"
+            );
+        });
+
+        let mut res = outcome?;
+        res.headers_mut().insert(REQUEST_ID.clone(), id_value);
+        Ok(res)
+    }
 }
 
 fn record_route(span: &tracing::Span, method: &str, route: &str) {

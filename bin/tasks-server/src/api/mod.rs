@@ -11,7 +11,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::guard::{Guard, GuardContext};
 use actix_web::http::Method;
-use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{App, HttpResponse, Route, web};
 
 use problem::{ApiError, problem_for_any_error};
@@ -111,5 +111,5 @@ pub fn app(
         .configure(configure(limits))
         .wrap(ErrorHandlers::new().default_handler(problem_for_any_error))
         .wrap(tasks_health::shutdown::CloseWhenDraining)
-        .wrap(from_fn(tasks_telemetry::http::observe))
+        .wrap(tasks_telemetry::http::Observe)
 }
