@@ -12,7 +12,7 @@ import time
 from . import cluster, paths, process, tools
 
 
-def run_test(nodes: int, *, keep: bool) -> int:
+def run_test(nodes: int, *, keep: bool, only: set[str] | None = None) -> int:
     """The suite: ``cluster: N passed, M failed`` is its last line."""
     from . import network, registry as registries, scenarios
 
@@ -30,7 +30,8 @@ def run_test(nodes: int, *, keep: bool) -> int:
         artefacts = publish(registry)
         # A node can fail only where another one keeps PostgreSQL (its volume is local to node1).
         node_control = cluster.NodeControl(nodes, info["pause_image"]) if nodes > 1 else None
-        results = scenarios.run_all(info, artefacts, nodes=node_control, after=fresh_machine_step())
+        after = fresh_machine_step() if only is None or "fresh" in only else None
+        results = scenarios.run_all(info, artefacts, nodes=node_control, after=after, only=only)
     finally:
         if not keep:
             registry.stop()
@@ -156,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("--nodes", type=int, default=2,
                       help="nodes to start (default 2: the node-failure scenario needs one besides PostgreSQL's)")
     test.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    test.add_argument("--only", metavar="NAMES", type=lambda text: set(filter(None, text.split(","))),
+                      help="for work on a scenario: run the install and only these Helm 4 scenarios (comma-separated "
+                           "method names of scenarios.Lifecycle; 'helm3' adds the Helm 3 lifecycle, 'fresh' the "
+                           "fresh-machine recipes); the suite runs everything")
     test.add_argument("--existing-cluster", metavar="KUBECONFIG",
                       help="run the scenarios on this cluster instead of starting one (kind in CI)")
     test.add_argument("--registry", default=None,
@@ -184,7 +189,15 @@ def main(argv: list[str] | None = None) -> int:
                 print("cluster: --expect-network-policy needs --existing-cluster (this cluster's bridge CNI enforces no NetworkPolicy)",
                       file=sys.stderr)
                 return 2
-            return run_test(args.nodes, keep=args.keep)
+            if args.only is not None:
+                from . import scenarios
+
+                unknown = sorted(args.only - set(scenarios.SCENARIOS) - {"helm3", "fresh"})
+                if unknown:
+                    print(f"cluster: --only: no scenario named {', '.join(unknown)} (known: "
+                          f"{', '.join(scenarios.SCENARIOS)}, helm3, fresh)", file=sys.stderr)
+                    return 2
+            return run_test(args.nodes, keep=args.keep, only=args.only)
         elif args.command == "status":
             print(cluster.status())
         elif args.command == "load-image":

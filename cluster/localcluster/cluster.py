@@ -101,6 +101,18 @@ class NodeControl:
     def recover(self, name: str) -> None:
         node.recover(self._nodes[name], registry=REGISTRY_ADDRESS, pause_image=self._pause_image)
 
+    def route_services(self, name: str) -> None:
+        """The host's Service traffic through ``name``: every node's kube-proxy programs
+        every Service, so any live node will do, and the node about to fail must not."""
+        network.route_services(self._nodes[name])
+
+    def names(self) -> list[str]:
+        return list(self._nodes)
+
+    def first(self) -> str:
+        """The node the host routes Services through after ``up``."""
+        return next(iter(self._nodes))
+
 
 def up(node_count: int = 1, registry=None) -> dict:
     """Start everything; returns what scenarios need (kubeconfig, registry, timings).

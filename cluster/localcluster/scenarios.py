@@ -26,6 +26,20 @@ LOCAL_VALUES = paths.REPO / "deploy" / "helm" / "values" / "local.yaml"
 TOKEN = "tkn_KpjZknNw_u0cKrrnbc6HVe8hc4yv8r7vVR2e6JM1378"
 APP_SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=backend"
 PG_POD = f"{RELEASE}-postgresql-0"
+#: Every scenario after the install, in the order they run (each leaves the release
+#: installed and serving; the last reinstalls it on the kept PVC). Only the Helm 4
+#: lifecycle disrupts, and only a cluster this suite started can fail its nodes.
+SCENARIOS = ("upgrade_under_load", "app_crash", "database_pod_deleted", "database_killed", "database_down_beyond_liveness",
+             "node_failure", "database_node_failure", "rollback_and_uninstall")
+DISRUPTIVE = {"app_crash", "database_pod_deleted", "database_killed", "database_down_beyond_liveness", "node_failure",
+              "database_node_failure"}
+NEEDS_NODES = {"node_failure", "database_node_failure"}
+#: The taint an operator sets on a node that is shut down for good or for a while
+#: (non-graceful node shutdown): its pods are force-deleted and their volumes released.
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+#: How long the scenario watches a Terminating StatefulSet pod on a dead node not being
+#: replaced: one and a half pod garbage-collection periods (kube-controller-manager: 20 s).
+STATEFULSET_HOLD_SECONDS = 30
 #: Release N+1 is the checkout plus one migration of the expand kind (a nullable
 #: column old code never names), as a real next release would add.
 NEXT_RELEASE_FILES = {
@@ -167,7 +181,8 @@ class Lifecycle:
     driven by one Helm binary in a namespace of its own."""
 
     def __init__(self, results: Results, helm_binary: str, kubeconfig: str, chart_ref: str, chart_version: str,
-                 postgres_sets: list[str], releases: tuple[Release, Release], *, disruptions: bool, nodes=None):
+                 postgres_sets: list[str], releases: tuple[Release, Release], *, disruptions: bool, nodes=None,
+                 only: set[str] | None = None):
         self.r = results
         self.namespace = f"tasks-helm{Helm(helm_binary, kubeconfig, 'default').major}"
         self.helm = Helm(helm_binary, kubeconfig, self.namespace)
@@ -179,7 +194,14 @@ class Lifecycle:
         #: Fails and recovers nodes (``cluster.NodeControl``) where this suite started the
         #: cluster itself and it has a node besides PostgreSQL's; None elsewhere.
         self.nodes = nodes
+        #: Names of the scenarios to run after the install (``test --only``); None: all.
+        self.only = only
         self.tag = f"helm {self.helm.version}"
+
+    def scenarios(self) -> list:
+        """The scenarios this lifecycle runs after the install, in order."""
+        return [getattr(self, name) for name in SCENARIOS
+                if (self.disruptions or name not in DISRUPTIVE) and (self.nodes is not None or name not in NEEDS_NODES)]
 
     # -- helpers ------------------------------------------------------------------
 
@@ -259,15 +281,9 @@ class Lifecycle:
         self.kube.run("create", "namespace", self.namespace, namespaced=False, check=False)
         try:
             self.install()
-            self.upgrade_under_load()
-            if self.disruptions:
-                self.app_crash()
-                self.database_pod_deleted()
-                self.database_killed()
-                self.database_down_beyond_liveness()
-                if self.nodes is not None:
-                    self.node_failure()
-            self.rollback_and_uninstall()
+            for scenario in self.scenarios():
+                if self.only is None or scenario.__name__ in self.only:
+                    scenario()
         except (TimeoutError, RuntimeError, OSError, subprocess.TimeoutExpired) as error:
             self.r.check(f"[{self.tag}] lifecycle ran to the end", False, str(error)[:2000])
             self._fail_logs()
@@ -523,6 +539,95 @@ class Lifecycle:
                       rescheduled_s=round(rescheduled, 1) if rescheduled is not None else None, acknowledged=len(writer.acknowledged), refused=writer.refused,
                       back_s=round(time.monotonic() - recovered_at, 1))
 
+    def _taint_out_of_service(self, node_name: str, on: bool) -> None:
+        taint = f"{OUT_OF_SERVICE}=nodeshutdown:NoExecute" if on else f"{OUT_OF_SERVICE}-"
+        self.kube.run("taint", "nodes", node_name, taint, namespaced=False)
+
+    def database_node_failure(self) -> None:
+        """PostgreSQL's node dies, and the runbook (docs/runbooks/node-failure.md) is
+        followed: the StatefulSet does not replace its pod while the node's fate is
+        unknown (two servers on one volume would corrupt it); the operator's
+        out-of-service taint has the pod force-deleted and recreated; the new pod waits
+        for its node-local volume; once the node is back and the taint removed,
+        PostgreSQL recovers from its WAL, no acknowledged write is lost and no app pod is
+        restarted (they wait, unready, for the database)."""
+        pg = self._pg()
+        failed = pg["spec"]["nodeName"]
+        survivors = [name for name in self.nodes.names() if name != failed]
+        if not self.r.check(f"[{self.tag}] database node failure: a node besides PostgreSQL's keeps serving", bool(survivors),
+                            f"PostgreSQL on {failed}, nodes {self.nodes.names()}"):
+            return
+        # The host reaches Services through one node's kube-proxy: not the one that dies.
+        self.nodes.route_services(survivors[0])
+        host, port = self._api()
+        writer = load.Writer(host, port, TOKEN, limit_seconds=900)
+        figures: dict = {}
+        tainted = False
+        try:
+            writer.start()
+            poll("writes are acknowledged before PostgreSQL's node fails", lambda: len(writer.acknowledged) >= 10, 60)
+            acked_before = len(writer.acknowledged)
+            started = time.monotonic()
+            self.nodes.fail(failed)
+            poll(f"{failed} is NotReady", lambda: self._node_ready(failed) != "True", 120, 1)
+            figures["not_ready_s"] = time.monotonic() - started
+            # After the unreachable toleration the pod is marked for deletion, but no
+            # kubelet confirms it: it stays Terminating, and the StatefulSet waits.
+            poll("the PostgreSQL pod is marked for deletion", lambda: self._pg().get("metadata", {}).get("deletionTimestamp"), 180, 1)
+            figures["marked_s"] = time.monotonic() - started
+            # What is observed is an absence over a span of time: watch the whole span.
+            held, hold_until = self._pg(), time.monotonic() + STATEFULSET_HOLD_SECONDS
+            while held["metadata"]["uid"] == pg["metadata"]["uid"] and time.monotonic() < hold_until:
+                time.sleep(1)
+                held = self._pg()
+            self.r.check(f"[{self.tag}] database node failure: the StatefulSet does not replace its pod while the node may be alive",
+                         held["metadata"]["uid"] == pg["metadata"]["uid"],
+                         f"{STATEFULSET_HOLD_SECONDS}s after the pod was marked for deletion: uid {pg['metadata']['uid']} -> {held['metadata']['uid']}")
+            # Runbook step 2, the node may return: the out-of-service taint.
+            self._taint_out_of_service(failed, True)
+            tainted = True
+            taint_at = time.monotonic()
+            try:
+                poll("the StatefulSet recreates its pod", lambda: (p := self._pg()) and p["metadata"]["uid"] != pg["metadata"]["uid"], 120, 1)
+                replaced = self._pg()
+                figures["replaced_after_taint_s"] = time.monotonic() - taint_at
+            except TimeoutError:
+                replaced = None
+            self.r.check(f"[{self.tag}] database node failure: the out-of-service taint has the pod force-deleted and recreated",
+                         replaced is not None, f"uid {self._pg()['metadata'].get('uid')}, still {pg['metadata']['uid']}" if replaced is None else "")
+            if replaced is not None:
+                self.r.check(f"[{self.tag}] database node failure: the new pod waits for its node-local volume (Pending, on no node)",
+                             replaced["status"].get("phase") == "Pending" and not replaced["spec"].get("nodeName"),
+                             f"phase {replaced['status'].get('phase')}, node {replaced['spec'].get('nodeName')}")
+            apps_during = self._app_pods()
+            # The node returns; once it is healthy the taint goes (runbook, step 2).
+            self.nodes.recover(failed)
+            poll(f"{failed} is Ready again", lambda: self._node_ready(failed) == "True", 180, 1)
+            self._taint_out_of_service(failed, False)
+            tainted = False
+            poll("PostgreSQL is ready again on its node", lambda: (p := self._pg()) and ready(p) and p["metadata"]["uid"] != pg["metadata"]["uid"], 300, 1)
+            figures["database_back_s"] = time.monotonic() - started
+            count = len(writer.acknowledged)
+            poll("writes are acknowledged again", lambda: len(writer.acknowledged) > count + 5, 180)
+        finally:
+            writer.stop()
+            if tainted:
+                self._taint_out_of_service(failed, False)
+            self.nodes.route_services(self.nodes.first())
+        found, missing = writer.read_back()
+        self.r.check(f"[{self.tag}] database node failure: writes were acknowledged before it", acked_before >= 10, f"{acked_before}")
+        self.r.check(f"[{self.tag}] database node failure: every acknowledged write is read back (WAL recovery)", not missing,
+                     f"{found} of {len(writer.acknowledged)} read back; missing {missing[:5]}")
+        # Pods that lived through the outage (those on the failed node were replaced by
+        # the Deployment like any lost pod): none was restarted by its liveness probe.
+        survivors_restarts = {p["metadata"]["name"]: restarts(p) for p in self._app_pods()
+                              if p["metadata"]["name"] in {a["metadata"]["name"] for a in apps_during}}
+        self.r.check(f"[{self.tag}] database node failure: no app pod restarted while the database was away",
+                     bool(survivors_restarts) and not any(survivors_restarts.values()), f"{survivors_restarts}")
+        self.r.figure("database-node-failure", helm=self.helm.version, node=failed,
+                      **{key: round(value, 1) for key, value in figures.items()},
+                      acknowledged=len(writer.acknowledged), refused=writer.refused)
+
     def rollback_and_uninstall(self) -> None:
         host, port = self._api()
         status, created = load.request(host, port, "POST", "/v1/tasks", TOKEN, {"title": "survives rollback and uninstall"})
@@ -594,7 +699,8 @@ def storage_fixtures(kube: Kube, node_names: list[str], count: int = 6) -> None:
         raise RuntimeError(f"storage fixtures: {result.stderr}")
 
 
-def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False, nodes=None, after=None) -> Results:
+def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False, nodes=None, after=None,
+            only: set[str] | None = None) -> Results:
     """Every scenario with Helm 4 and the install/upgrade/rollback path with Helm 3.
 
     ``artefacts``: ``release_n``/``release_next`` (Release), ``postgres_image``
@@ -602,7 +708,9 @@ def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False,
     ``helms`` (major -> binary path). ``nodes``: a ``cluster.NodeControl`` where the
     suite may fail and recover nodes (the cluster it started, with two nodes or more).
     ``after``: more checks on the same cluster, called with the results before the summary
-    (the fresh-machine recipes, ``localcluster.fresh``).
+    (the fresh-machine recipes, ``localcluster.fresh``). ``only``: for working on a
+    scenario, the names of the Helm 4 scenarios to run after the install (``helm3``
+    adds the Helm 3 lifecycle); None runs everything, as the suite does.
     """
     results = Results()
     kube = Kube(info["kubeconfig"], "default")
@@ -615,9 +723,11 @@ def run_all(info: dict, artefacts: dict, *, expect_network_policy: bool = False,
                      "postgresql.image.tag=17.12", f"postgresql.image.digest={digest}"]
     releases = (artefacts["release_n"], artefacts["release_next"])
     for major, disruptions in (("4", True), ("3", False)):
+        if only is not None and major == "3" and "helm3" not in only:
+            continue
         chart_ref, chart_version = artefacts["charts"][major]
         Lifecycle(results, artefacts["helms"][major], info["kubeconfig"], chart_ref, chart_version, postgres_sets,
-                  releases, disruptions=disruptions, nodes=nodes).run()
+                  releases, disruptions=disruptions, nodes=nodes, only=only).run()
     if expect_network_policy:  # a CNI that enforces NetworkPolicies (the kind workflow's Calico job)
         from . import policy
         policy.install_and_check(results, info["kubeconfig"], artefacts["helms"]["4"], artefacts["charts"]["4"], releases[0], postgres_sets)
