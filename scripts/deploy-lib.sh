@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # the variables are used by the scripts that source this file
-# Shared helpers of scripts/deploy-local.sh and scripts/deploy-staging.sh (sourced).
+# Shared helpers of scripts/deploy-local.sh, scripts/deploy-staging.sh and scripts/image.sh
+# (sourced): one image build for all of them (build_image).
 #
 # Every command that changes something is printed ("+ cmd ...") before it runs. With
 # DRY_RUN=1 it is only printed; read-only queries (tool versions, `minikube status`,
@@ -99,4 +100,55 @@ docker_build_args() {
     local sha="$1" created
     created="$(git -C "$DEPLOY_ROOT" log -1 --format=%cI "$sha" 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
     printf '%s\n' --build-arg "VERSION=$(chart_version)" --build-arg "REVISION=${sha}" --build-arg "CREATED=${created}"
+}
+
+# IMAGE_TARGET: the Dockerfile target every image build uses (scripts/image.sh,
+# deploy-local, deploy-staging): runtime compiles inside Docker (pulls the rust: base
+# image), host packages a static musl binary compiled on this machine (no pull).
+IMAGE_TARGET="${IMAGE_TARGET:-runtime}"
+
+# check_image_target: refuse an IMAGE_TARGET the Dockerfile has no path for, before
+# anything is built.
+check_image_target() {
+    [[ "$IMAGE_TARGET" == runtime || "$IMAGE_TARGET" == host ]] \
+        || die "IMAGE_TARGET=${IMAGE_TARGET}: expected runtime (compile inside Docker) or host (a static binary built on this machine)"
+}
+
+# ensure_docker_engine: a Docker daemon that answers — the one DOCKER_HOST (or the default
+# socket) names, else scripts/docker-engine.sh ensure installs Debian's docker.io when
+# missing (root) and starts one, and DOCKER_HOST is exported for the rest of the script.
+# A dry run only says what a real run would do.
+ensure_docker_engine() {
+    docker info >/dev/null 2>&1 && return 0
+    if is_dry_run; then
+        say "dry run: no Docker daemon answers; a real run would start one (scripts/docker-engine.sh ensure)"
+        return 0
+    fi
+    say "no Docker daemon answers: starting one (scripts/docker-engine.sh ensure)"
+    DOCKER_HOST="$("$DEPLOY_ROOT/scripts/docker-engine.sh" ensure)" \
+        || die "no Docker Engine: scripts/docker-engine.sh ensure failed (see above); $HINT_DOCKER"
+    export DOCKER_HOST
+}
+
+# build_image IMAGE SHA: the one image build of every recipe (just image, deploy-local,
+# deploy-staging). Every prerequisite is settled before the build starts: with
+# IMAGE_TARGET=host the Rust musl target and Debian's musl-tools (scripts/ensure-tools.sh
+# musl installs them, or names what is missing), then Docker Engine. Then, for host, the
+# static binary (honouring CARGO_TARGET_DIR) and the CA bundle the Dockerfile's host
+# target copies from target/docker; then docker build of IMAGE_TARGET, labelled with SHA.
+build_image() {
+    local image="$1" sha="$2" build_args=()
+    check_image_target
+    if [[ "$IMAGE_TARGET" == host ]]; then
+        run scripts/ensure-tools.sh musl
+    fi
+    ensure_docker_engine
+    mapfile -t build_args < <(docker_build_args "$sha")
+    if [[ "$IMAGE_TARGET" == host ]]; then
+        run cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
+        run mkdir -p target/docker
+        run cp "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/tasks-server" target/docker/tasks-server
+        run cp /etc/ssl/certs/ca-certificates.crt target/docker/ca-certificates.crt
+    fi
+    run docker build -f docker/Dockerfile --target "$IMAGE_TARGET" "${build_args[@]}" -t "$image" .
 }

@@ -57,7 +57,6 @@ case "$LOCAL_CLUSTER" in
     *) die "LOCAL_CLUSTER=${LOCAL_CLUSTER}: expected minikube or tasks" ;;
 esac
 IMAGE_REPO="tasks-server"
-IMAGE_TARGET="${IMAGE_TARGET:-runtime}"
 HELM_TIMEOUT="${HELM_TIMEOUT:-5m}"
 API_PORT="${LOCAL_API_PORT:-8080}"
 ADMIN_PORT="${LOCAL_ADMIN_PORT:-9090}"
@@ -98,6 +97,7 @@ local_tag() {
 }
 
 cmd_deploy() {
+    check_image_target
     project_tools helm kubectl
     need git "$HINT_GIT"
     need docker "$HINT_DOCKER"
@@ -115,18 +115,8 @@ cmd_deploy() {
     sha="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
     say "image ${image} (target ${IMAGE_TARGET}), release ${RELEASE} in namespace ${NAMESPACE}, context ${CONTEXT}"
 
-    local build_args=()
-    mapfile -t build_args < <(docker_build_args "$sha")
-    if [[ "$IMAGE_TARGET" == host ]]; then
-        # Path 2 of docker/Dockerfile: no image pull needed; the musl target and
-        # musl-tools come from the same installer as `just image`.
-        run scripts/ensure-tools.sh musl
-        run cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
-        run mkdir -p target/docker
-        run cp "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/tasks-server" target/docker/tasks-server
-        run cp /etc/ssl/certs/ca-certificates.crt target/docker/ca-certificates.crt
-    fi
-    run docker build -f docker/Dockerfile --target "$IMAGE_TARGET" "${build_args[@]}" -t "$image" .
+    # The same build as `just image` (deploy-lib's build_image), IMAGE_TARGET included.
+    build_image "$image" "$sha"
     local values=(-f "$VALUES_DIR/local.yaml")
     if [[ "$LOCAL_CLUSTER" == minikube ]]; then
         run minikube -p "$PROFILE" image load "$image"

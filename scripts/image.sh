@@ -7,18 +7,22 @@
 # IMAGE_TARGET=runtime (default) builds from source in docker/Dockerfile (needs registry
 # access for the Rust base image); IMAGE_TARGET=host packages a static binary compiled on
 # this machine (no pull needed; the musl target and musl-tools come from
-# scripts/ensure-tools.sh musl, Docker Engine from scripts/docker-engine.sh). Push needs REGISTRY_OWNER; REGISTRY defaults to ghcr.io
-# and `docker login` must already be done (credentials never pass through this script).
+# scripts/ensure-tools.sh musl, Docker Engine from scripts/docker-engine.sh). The build is
+# deploy-lib's build_image, the same one deploy-local and deploy-staging run. Push needs
+# REGISTRY_OWNER; REGISTRY defaults to ghcr.io and `docker login` must already be done
+# (credentials never pass through this script).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+DEPLOY_NAME="image"
+# This script always builds for real: dry runs belong to the deploy recipes that share
+# its build (a DRY_RUN=1 left in the environment must not fake a tag).
+unset DRY_RUN
+# shellcheck source=scripts/deploy-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/deploy-lib.sh"
+cd "$DEPLOY_ROOT"
 
-IMAGE_TARGET="${IMAGE_TARGET:-runtime}"
 REPOSITORY="${IMAGE_REPOSITORY:-tasks-server}"
-say() { printf '+ %s\n' "$*" >&2; }
-run() { say "$*"; "$@"; }
 
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+version="$(chart_version)"
 sha="$(git rev-parse --short=12 HEAD)"
 tag="${version}-${sha}"
 if [[ -n "$(git status --porcelain)" ]]; then
@@ -27,26 +31,7 @@ fi
 image="${REPOSITORY}:${tag}"
 
 build() {
-    # Every prerequisite before the build: the Rust musl target and Debian's musl-tools,
-    # then Docker Engine (each installed when missing, or a message naming it).
-    if [[ "$IMAGE_TARGET" == host ]]; then
-        scripts/ensure-tools.sh musl
-    fi
-    if ! docker info >/dev/null 2>&1; then
-        DOCKER_HOST="$(scripts/docker-engine.sh ensure)"
-        export DOCKER_HOST
-    fi
-    if [[ "$IMAGE_TARGET" == host ]]; then
-        run cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
-        run mkdir -p target/docker
-        run cp "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/tasks-server" target/docker/tasks-server
-        run cp /etc/ssl/certs/ca-certificates.crt target/docker/ca-certificates.crt
-    fi
-    run docker build -f docker/Dockerfile --target "$IMAGE_TARGET" \
-        --build-arg "VERSION=${version}" \
-        --build-arg "REVISION=$(git rev-parse HEAD)" \
-        --build-arg "CREATED=$(git log -1 --format=%cI)" \
-        -t "$image" .
+    build_image "$image" "$(git rev-parse HEAD)"
     echo "$image"
 }
 
@@ -66,6 +51,8 @@ push() {
 
 case "${1:-}" in
     build) build ;;
-    push) build >/dev/null && push ;;
+    # Not `build && push`: on the left of && a failed step inside build would not stop
+    # the script (set -e is off there), and push would tag whatever image had the name.
+    push) build >/dev/null; push ;;
     *) echo "usage: $0 build|push" >&2; exit 2 ;;
 esac

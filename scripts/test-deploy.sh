@@ -8,8 +8,11 @@
 #     read-only queries (and record every call), and asserts the exact commands printed
 #     (namespace, values file, --kube-context, wait + roll back on failure for Helm 3 and 4,
 #     image tag, digest) and that no changing command was run;
+#   - deploy-staging with another REGISTRY, IMAGE_TARGET=host (the build `just image` and
+#     deploy-local share) and EXTRA_VALUES;
 #   - asserts the refusals: dirty tree, missing KUBE_CONTEXT / REGISTRY_OWNER, unknown
 #     context, missing database Secret, bad revision, missing or stopped minikube, Docker down,
+#     a REGISTRY that is not a registry host, a missing EXTRA_VALUES file, an unknown IMAGE_TARGET,
 #     LOCAL_CLUSTER=tasks without a running cluster of the repository, an unknown LOCAL_CLUSTER;
 #   - runs the printed `helm` commands for real as `helm install --dry-run=client` (Helm 4
 #     renders and validates offline) for the local and staging recipes, and for the
@@ -94,7 +97,7 @@ recipe() {
     local args=()
     while [[ $# -gt 0 && "$1" == *=* ]]; do args+=("$1"); shift; done
     : > "$CALLS"
-    OUT="$(env -u KUBE_CONTEXT -u REGISTRY_OWNER -u NAMESPACE -u MINIKUBE_PROFILE -u IMAGE_TARGET -u LOCAL_CLUSTER -u CLUSTER_STATE_DIR -u CARGO_TARGET_DIR \
+    OUT="$(env -u KUBE_CONTEXT -u REGISTRY_OWNER -u REGISTRY -u EXTRA_VALUES -u NAMESPACE -u MINIKUBE_PROFILE -u IMAGE_TARGET -u LOCAL_CLUSTER -u CLUSTER_STATE_DIR -u CARGO_TARGET_DIR \
         PATH="$STUBS:/usr/local/bin:/usr/bin:/bin" DRY_RUN=1 "${args[@]}" \
         "$JUST" --justfile "$REPO/justfile" --working-directory "$REPO" "$name" "$@" 2>&1)"
     RC=$?
@@ -228,8 +231,10 @@ for hv in 4 3; do
     if [[ $hv == 4 ]]; then hver="v4.1.4+g05fa379"; wait="--rollback-on-failure --wait=watcher"; else hver="v3.18.0+gcc58e3f"; wait="--atomic --wait"; fi
     recipe deploy-staging STUB_HELM_VERSION="$hver" KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=Acme-Org DRY_RUN_DIGEST="$DIGEST"
     if [[ $RC -eq 0 ]]; then pass "deploy-staging (Helm $hv): dry run succeeds"; else fail "deploy-staging (Helm $hv): dry run succeeds" "$OUT"; fi
+    # --target runtime: the build every recipe shares (deploy-lib's build_image); runtime is
+    # the Dockerfile's last stage, so this is the image a build without --target made.
     expect_line "deploy-staging (Helm $hv): build ghcr.io/<owner>/tasks-server:<git-sha> (owner lower-cased)" \
-        "+ docker build -f docker/Dockerfile --build-arg VERSION=$(q "$VERSION") --build-arg REVISION=$SHA --build-arg CREATED=$(q "$CREATED") -t ghcr.io/acme-org/tasks-server:$SHA ."
+        "+ docker build -f docker/Dockerfile --target runtime --build-arg VERSION=$(q "$VERSION") --build-arg REVISION=$SHA --build-arg CREATED=$(q "$CREATED") -t ghcr.io/acme-org/tasks-server:$SHA ."
     expect_line "deploy-staging (Helm $hv): push" "+ docker push ghcr.io/acme-org/tasks-server:$SHA"
     expect_line "deploy-staging (Helm $hv): helm upgrade --install by digest, explicit context, staging.yaml, existing Secret, wait + rollback" \
         "+ helm upgrade --install tasks deploy/helm/tasks --kube-context staging-ctx --namespace tasks-staging -f deploy/helm/values/staging.yaml --set-string image.registry=ghcr.io --set-string image.repository=acme-org/tasks-server --set-string image.tag=$SHA --set-string image.digest=$DIGEST --set-string postgresql.auth.existingSecret=tasks-staging-db --set-string auth.apiTokens.existingSecret=tasks-staging-api-tokens --set-string tests.apiToken.existingSecret=tasks-staging-helm-test-token $wait --timeout 10m"
@@ -237,6 +242,66 @@ for hv in 4 3; do
     nothing_changed "deploy-staging (Helm $hv)"
 done
 STAGING_HELM_LINE="$(grep '^+ helm upgrade --install' <<<"$OUT" | head -n 1)"
+if [[ "$(grep -E '^FROM ' docker/Dockerfile | tail -n 1)" == *" AS runtime" ]]; then
+    pass "docker/Dockerfile's last stage is runtime (so --target runtime builds what a build without --target did)"
+else
+    fail "docker/Dockerfile's last stage is runtime (so --target runtime builds what a build without --target did)" "$(grep -E '^FROM ' docker/Dockerfile)"
+fi
+# Another registry (the repository's own cluster's loopback name, as the fresh machine runs it).
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=Acme REGISTRY=127.0.0.1:5001 DRY_RUN_DIGEST="$DIGEST"
+expect_line "deploy-staging REGISTRY=127.0.0.1:5001: build \${REGISTRY}/<owner>/tasks-server:<git-sha>" \
+    "+ docker build -f docker/Dockerfile --target runtime --build-arg VERSION=$(q "$VERSION") --build-arg REVISION=$SHA --build-arg CREATED=$(q "$CREATED") -t 127.0.0.1:5001/acme/tasks-server:$SHA ."
+expect_line "deploy-staging REGISTRY=127.0.0.1:5001: push there" "+ docker push 127.0.0.1:5001/acme/tasks-server:$SHA"
+expect_line "deploy-staging REGISTRY=127.0.0.1:5001: deployed by digest with image.registry from REGISTRY" \
+    "+ helm upgrade --install tasks deploy/helm/tasks --kube-context staging-ctx --namespace tasks-staging -f deploy/helm/values/staging.yaml --set-string image.registry=127.0.0.1:5001 --set-string image.repository=acme/tasks-server --set-string image.tag=$SHA --set-string image.digest=$DIGEST --set-string postgresql.auth.existingSecret=tasks-staging-db --set-string auth.apiTokens.existingSecret=tasks-staging-api-tokens --set-string tests.apiToken.existingSecret=tasks-staging-helm-test-token --rollback-on-failure --wait=watcher --timeout 10m"
+nothing_changed "deploy-staging REGISTRY=127.0.0.1:5001"
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme REGISTRY=registry.example.com DRY_RUN_DIGEST="$DIGEST"
+expect_line "deploy-staging REGISTRY=registry.example.com: push there" "+ docker push registry.example.com/acme/tasks-server:$SHA"
+# IMAGE_TARGET=host: the same steps as `just image` and deploy-local, then the push.
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme IMAGE_TARGET=host DRY_RUN_DIGEST="$DIGEST"
+if [[ $RC -eq 0 ]]; then pass "deploy-staging IMAGE_TARGET=host: dry run succeeds"; else fail "deploy-staging IMAGE_TARGET=host: dry run succeeds" "$OUT"; fi
+host_steps="$(grep '^+ ' <<<"$OUT" | grep -v '^+ helm ' || true)"
+expected_steps="+ scripts/ensure-tools.sh musl
++ cargo build --release --locked --target x86_64-unknown-linux-musl -p tasks-server
++ mkdir -p target/docker
++ cp target/x86_64-unknown-linux-musl/release/tasks-server target/docker/tasks-server
++ cp /etc/ssl/certs/ca-certificates.crt target/docker/ca-certificates.crt
++ docker build -f docker/Dockerfile --target host --build-arg VERSION=$(q "$VERSION") --build-arg REVISION=$SHA --build-arg CREATED=$(q "$CREATED") -t ghcr.io/acme/tasks-server:$SHA .
++ docker push ghcr.io/acme/tasks-server:$SHA"
+if [[ "$host_steps" == "$expected_steps" ]]; then
+    pass "deploy-staging IMAGE_TARGET=host: musl-tools, the static musl binary, docker build --target host, push (in that order)"
+else
+    fail "deploy-staging IMAGE_TARGET=host: musl-tools, the static musl binary, docker build --target host, push (in that order)" "expected:
+$expected_steps
+got:
+$host_steps"
+fi
+nothing_changed "deploy-staging IMAGE_TARGET=host"
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme IMAGE_TARGET=musl
+expect_refusal "deploy-staging refuses an unknown IMAGE_TARGET" "IMAGE_TARGET=musl: expected runtime .* or host"
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme STUB_DOCKER_DOWN=1 DRY_RUN_DIGEST="$DIGEST"
+if [[ $RC -eq 0 ]] && grep -q 'a real run would start one (scripts/docker-engine.sh ensure)' <<<"$OUT"; then
+    pass "deploy-staging with no Docker daemon: starts Docker Engine as just image does (dry run: says so)"
+else
+    fail "deploy-staging with no Docker daemon: starts Docker Engine as just image does (dry run: says so)" "$OUT"
+fi
+# EXTRA_VALUES: the platform's values after staging.yaml (outside the checkout, the tree stays clean).
+PLATFORM_VALUES="$WORK/platform values.yaml"
+printf 'postgresql:\n  persistence:\n    size: 5Gi\n' > "$PLATFORM_VALUES"
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme EXTRA_VALUES="$PLATFORM_VALUES" DRY_RUN_DIGEST="$DIGEST"
+expect_line "deploy-staging EXTRA_VALUES: applied right after staging.yaml, before the recipe's own values" \
+    "+ helm upgrade --install tasks deploy/helm/tasks --kube-context staging-ctx --namespace tasks-staging -f deploy/helm/values/staging.yaml -f $(q "$PLATFORM_VALUES") --set-string image.registry=ghcr.io --set-string image.repository=acme/tasks-server --set-string image.tag=$SHA --set-string image.digest=$DIGEST --set-string postgresql.auth.existingSecret=tasks-staging-db --set-string auth.apiTokens.existingSecret=tasks-staging-api-tokens --set-string tests.apiToken.existingSecret=tasks-staging-helm-test-token --rollback-on-failure --wait=watcher --timeout 10m"
+STAGING_EXTRA_HELM_LINE="$(grep '^+ helm upgrade --install' <<<"$OUT" | head -n 1)"
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme EXTRA_VALUES="$WORK/no-such-values.yaml"
+expect_refusal "deploy-staging refuses an EXTRA_VALUES file that does not exist" "EXTRA_VALUES '.*no-such-values.yaml' does not exist"
+recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme EXTRA_VALUES="$WORK"
+expect_refusal "deploy-staging refuses an EXTRA_VALUES that is a directory" "EXTRA_VALUES '.*' does not exist or is not a readable file"
+# REGISTRY: refused unless docker and containerd would read it as a registry host.
+for bad in "https://ghcr.io|has a scheme" "ghcr.io/acme|has a path" "myregistry|Docker Hub namespace" "registry.example.com:99999|not a TCP port" \
+           "bad_host.example.com|letters, digits, dots and hyphens"; do
+    recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme REGISTRY="${bad%%|*}"
+    expect_refusal "deploy-staging refuses REGISTRY='${bad%%|*}' (${bad#*|})" "REGISTRY.*${bad#*|}"
+done
 recipe deploy-staging KUBE_CONTEXT=staging-ctx REGISTRY_OWNER=acme DRY_RUN_DIGEST="$DIGEST"
 stray="$(grep '^+ \(helm\|kubectl\) ' <<<"$OUT" | grep -v -- '--kube-context staging-ctx\|--context staging-ctx' || true)"
 if [[ -n "$stray" ]]; then
@@ -311,6 +376,7 @@ $(tail -n 5 <<<"$out")"
 if [[ -x "$HELM" ]] && "$HELM" version --short | grep -q '^v4'; then
     if [[ -n "$LOCAL_HELM_LINE" ]]; then helm_client_dry_run "helm 4 install --dry-run=client: the deploy-local command with local.yaml" "$LOCAL_HELM_LINE"; fi
     if [[ -n "$STAGING_HELM_LINE" ]]; then helm_client_dry_run "helm 4 install --dry-run=client: the deploy-staging command with staging.yaml" "$STAGING_HELM_LINE"; fi
+    if [[ -n "$STAGING_EXTRA_HELM_LINE" ]]; then helm_client_dry_run "helm 4 install --dry-run=client: the deploy-staging command with staging.yaml and EXTRA_VALUES" "$STAGING_EXTRA_HELM_LINE"; fi
     helm_client_dry_run "helm 4 install --dry-run=client: production.yaml" \
         "+ helm upgrade --install tasks deploy/helm/tasks --namespace tasks -f deploy/helm/values/production.yaml --set image.digest=sha256:$(printf '5%.0s' {1..64}) --rollback-on-failure --wait=watcher --timeout 10m"
     # Helm 4's upgrade --install looks the release up in the cluster even with --dry-run=client.
@@ -380,7 +446,7 @@ if [[ -z "$SHELLCHECK" && -x "$ROOT/.tools/venv/bin/python" ]]; then
     [[ -x "$ROOT/.tools/venv/bin/shellcheck" ]] && SHELLCHECK="$ROOT/.tools/venv/bin/shellcheck"
 fi
 if [[ -n "$SHELLCHECK" ]]; then
-    if out="$("$SHELLCHECK" -x scripts/deploy-lib.sh scripts/deploy-local.sh scripts/deploy-staging.sh scripts/test-deploy.sh 2>&1)"; then
+    if out="$("$SHELLCHECK" -x scripts/deploy-lib.sh scripts/deploy-local.sh scripts/deploy-staging.sh scripts/image.sh scripts/test-deploy.sh 2>&1)"; then
         pass "shellcheck deploy scripts"
     else
         fail "shellcheck deploy scripts" "$out"
