@@ -11,11 +11,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import control_plane, network, node, paths, process, tools
+from . import control_plane, loopback, network, node, paths, process, tools
 
 REGISTRY_PORT = 5000
 #: The registry listens on the bridge address: the nodes' containerd pulls from there.
 REGISTRY_ADDRESS = f"{network.HOST_ADDRESS}:{REGISTRY_PORT}"
+#: The same registry under a loopback name, where Docker Engine pushes over plain HTTP
+#: without daemon configuration; the nodes map the name back to REGISTRY_ADDRESS
+#: (``localcluster.loopback``, as kind's local registry on localhost:5001).
+REGISTRY_LOOPBACK = loopback.ADDRESS
 
 
 def info_file() -> Path:
@@ -133,6 +137,7 @@ def up(node_count: int = 1, registry=None) -> dict:
             _refuse_if_taken(REGISTRY_ADDRESS)
             registry.start()
             (process.pids_dir() / "registry").write_text(str(registry._process.pid))
+    timings["registry-loopback"] = loopback.start(REGISTRY_ADDRESS, REGISTRY_LOOPBACK)
     pause = push_content(registry, images.pause())
     timings.update(control_plane.up())
     for member in nodes(node_count):
@@ -157,6 +162,7 @@ def up(node_count: int = 1, registry=None) -> dict:
     info = {
         "kubeconfig": str(control_plane.admin_kubeconfig()),
         "registry": REGISTRY_ADDRESS,
+        "registry_loopback": REGISTRY_LOOPBACK,
         "nodes": [member.name for member in nodes(node_count)],
         "api_server": control_plane.API_SERVER,
         "pause_image": pause,
@@ -241,6 +247,7 @@ def down() -> None:
         else:
             network.down_node(member)
     control_plane.down()
+    loopback.stop()
     process.stop("registry")
     _remove_stale_pod_namespaces()
     network.down_host()

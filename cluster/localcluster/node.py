@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from . import control_plane, network, paths, process, tools
+from . import control_plane, loopback, network, paths, process, tools
 
 CONTAINERD = "/usr/bin/containerd"
 RUNC = "/usr/sbin/runc"
@@ -47,14 +47,18 @@ def containerd_socket(node: network.Node) -> Path:
     return run_dir(node) / "containerd.sock"
 
 
-def _containerd_config(node: network.Node, *, registry: str, pause_image: str) -> Path:
+def _containerd_config(node: network.Node, *, registry: str, pause_image: str,
+                       loopback_name: str | None = loopback.ADDRESS) -> Path:
     base = state_dir(node)
-    hosts = base / "certs.d" / registry
-    hosts.mkdir(parents=True, exist_ok=True)
-    # The local registry speaks plain HTTP on an address the suite assigned.
-    (hosts / "hosts.toml").write_text(
-        f'server = "http://{registry}"\n\n[host."http://{registry}"]\n  capabilities = ["pull", "resolve"]\n'
-    )
+    # The local registry speaks plain HTTP on an address the suite assigned. Its loopback
+    # name on the host (``loopback.ADDRESS``, where Docker Engine pushes) means the same
+    # registry here: a node's own 127.0.0.1 is the node's, so the name is mapped to the
+    # bridge address, as kind maps localhost:5001 to its registry container.
+    for name in (registry, loopback_name):
+        if name:
+            hosts = base / "certs.d" / name
+            hosts.mkdir(parents=True, exist_ok=True)
+            (hosts / "hosts.toml").write_text(loopback.hosts_toml(registry))
     cni_conf = base / "cni" / "net.d"
     cni_conf.mkdir(parents=True, exist_ok=True)
     (cni_conf / "10-tasks.conflist").write_text(
