@@ -35,14 +35,29 @@ image); ``./just deploy-local`` with LOCAL_CLUSTER=tasks (installs helm and kube
 imports the image into the nodes, helm install of the local overlay, helm test); then,
 from here, the API answers with the development token (and 401 without); ``./just
 status``, ``./just logs``, ``./just undeploy-local`` (the namespace is gone after).
+
+Then staging, for real, in the same container (:meth:`FreshMachine.staging`): what the
+platform does once is done from here, not by the recipe — the namespace ``tasks-staging``,
+the three Secrets (database passwords; API-token lines minted with the image's own
+``mint-token``; the Helm test's token), a values file of this cluster's specifics outside
+the clone (the recipe refuses a dirty tree) and a kubeconfig context of its own; then
+``REGISTRY=127.0.0.1:5001 ... IMAGE_TARGET=host ./just deploy-staging`` pushes through the
+registry's loopback name (``localcluster.loopback``) and deploys by digest, a second
+deploy makes a new revision of the same commit, ``./just rollback-staging`` rolls back,
+and everything is removed again (the release, the namespace, the volume's claim).
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import re
+import secrets
 import shlex
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,7 +85,25 @@ BUILD_PROFILE = {
 
 #: Bounds of each step, in seconds (a cold build of the musl release binary is the long one).
 TIMEOUTS = {"setup": 120, "absent": 60, "present": 60, "clone": 300, "negative": 600, "image": 3600, "deploy": 1200,
-            "status": 180, "logs": 180, "undeploy": 600}
+            "status": 180, "logs": 180, "undeploy": 600,
+            "staging-setup": 120, "staging-deploy": 1200, "staging-redeploy": 900, "staging-rollback": 600}
+
+#: Staging on this cluster: the overlay's namespace and Secret names (values/staging.yaml),
+#: a kubeconfig context of the fresh machine's own, an owner of the pushed image.
+STAGING_NAMESPACE = "tasks-staging"
+STAGING_CONTEXT = "fresh-machine-staging"
+STAGING_OWNER = "fresh-machine"
+STAGING_DB_SECRET = "tasks-staging-db"
+STAGING_TOKENS_SECRET = "tasks-staging-api-tokens"
+STAGING_TEST_TOKEN_SECRET = "tasks-staging-helm-test-token"
+#: The platform's values file: outside the clone (deploy-staging refuses a dirty tree).
+STAGING_VALUES = "/root/platform/staging-values.yaml"
+#: The static local volumes of ``scenarios.storage_fixtures`` (the staging overlay asks 20Gi).
+VOLUME_SIZE = "5Gi"
+#: What the staging overlay points at that does not exist here; the service must become
+#: ready regardless (the issuer's keys are fetched in the background, spans are dropped).
+STAGING_ISSUER = "https://login.staging.example.com/realms/tasks"
+STAGING_OTLP_ENDPOINT = "http://otel-collector.observability.svc:4318"
 
 
 def target_dir() -> Path:
@@ -161,6 +194,134 @@ def status_without_credentials(host: str, port: int, path: str) -> int:
         connection.close()
 
 
+def postgres_image(values_text: str) -> dict[str, str]:
+    """registry, repository, tag and digest of PostgreSQL from the values file ``up``
+    writes (``cluster.deploy_values``): the image in the cluster's registry, by digest."""
+    found = dict(re.findall(r'^    (registry|repository|tag|digest): "?([^"\n]+)"?$', values_text, re.MULTILINE))
+    if set(found) != {"registry", "repository", "tag", "digest"} or not re.fullmatch(r"sha256:[0-9a-f]{64}", found["digest"]):
+        raise ValueError(f"no PostgreSQL image by digest in the values file: {values_text!r}")
+    return found
+
+
+def staging_values(postgres: dict[str, str]) -> str:
+    """The platform's values for staging on this cluster (EXTRA_VALUES of deploy-staging):
+    only what the cluster lacks, each with why."""
+    return (
+        "# The platform's values for tasks-staging on the repository's own cluster, applied by\n"
+        "# `just deploy-staging` after values/staging.yaml (EXTRA_VALUES). Only what this cluster lacks:\n"
+        "postgresql:\n"
+        "  # The chart's default image is on Docker Hub, which the nodes cannot reach: the same\n"
+        "  # PostgreSQL the cluster's registry serves, by digest (as the scenarios deploy it).\n"
+        "  image:\n"
+        f'    registry: "{postgres["registry"]}"\n'
+        f"    repository: {postgres['repository']}\n"
+        f'    tag: "{postgres["tag"]}"\n'
+        f'    digest: "{postgres["digest"]}"\n'
+        "  # Staging asks 20Gi; the cluster's volumes are static local ones of 5Gi (no provisioner).\n"
+        "  persistence:\n"
+        f"    size: {VOLUME_SIZE}\n"
+        "# Kept as staging has them, though none exists here: the Ingress (class nginx; no\n"
+        "# controller runs, the test calls the Service), the OTLP collector (spans are dropped;\n"
+        "# nothing waits for it), the OIDC issuer (its keys are fetched in the background and\n"
+        "# readiness does not depend on them; API tokens work without it) and the\n"
+        "# NetworkPolicies (stored, not enforced: the bridge CNI does not implement them).\n"
+    )
+
+
+def minted(output: str) -> tuple[str, str]:
+    """The token and its ``auth.api_tokens`` line from ``tasks-server mint-token``'s output
+    (as scripts/lib/api_token.sh reads them)."""
+    token = re.search(r"tkn_[A-Za-z0-9_-]+", output)
+    line = re.search(r"^[^ #\n]+ sha256:[0-9a-fA-F]{64} [^ \n]+$", output, re.MULTILINE)
+    if not token or not line:
+        raise ValueError("mint-token printed no token and line")
+    return token.group(0), line.group(0)
+
+
+def pushed_digest(output: str, repository: str) -> str | None:
+    """The digest ``docker push`` reported for ``repository`` (``<tag>: digest: sha256:... size: N``
+    after the ``+ docker push <repository>:<tag>`` line), or None."""
+    pushing, digest = False, None
+    for line in output.splitlines():
+        if line.startswith("+ "):
+            pushing = line.startswith(f"+ docker push {repository}:")
+        elif pushing and (found := re.search(r"\bdigest: (sha256:[0-9a-f]{64}) size: \d+", line)):
+            digest = found.group(1)
+    return digest
+
+
+def rolled_back(history: list[dict], *, to: int) -> bool:
+    """Whether the newest revision of ``helm history -o json`` is a deployed rollback to ``to``."""
+    if not history:
+        return False
+    last = max(history, key=lambda entry: entry["revision"])
+    return last["status"] == "deployed" and last.get("description", "") == f"Rollback to {to}"
+
+
+def helm_test_passed(output: str) -> bool:
+    """``helm test``'s report in a recipe's output: a test suite ran and none failed."""
+    phases = re.findall(r"^Phase:\s+(\w+)", output, re.MULTILINE)
+    return "+ helm test " in output and bool(phases) and all(phase == "Succeeded" for phase in phases)
+
+
+def brief_history(history: list[dict]) -> list[str]:
+    return [f"{h.get('revision')}:{h.get('status')}:{h.get('description')}" for h in history]
+
+
+def recycle_volumes(kube: scenarios.Kube, namespace: str) -> tuple[list[str], list[str]]:
+    """The static local volumes claims of ``namespace`` held, emptied and made available
+    again (their reclaim policy is Retain, so they stay Released otherwise and a later
+    claim could not bind them). Only directories under the cluster's state are emptied.
+    Returns (recycled, still held) volume names."""
+    recycled, held = [], []
+    for volume in kube.json("pv")["items"]:
+        claim = volume["spec"].get("claimRef") or {}
+        if claim.get("namespace") != namespace:
+            continue
+        name = volume["metadata"]["name"]
+        directory = Path((volume["spec"].get("local") or {}).get("path", "/nonexistent"))
+        if volume["status"].get("phase") != "Released" or not directory.is_relative_to(paths.STATE) or not directory.is_dir():
+            held.append(name)
+            continue
+        for entry in directory.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        kube.run("patch", "pv", name, "--type", "json", "-p", '[{"op":"remove","path":"/spec/claimRef"}]', namespaced=False)
+        recycled.append(name)
+    for name in recycled:
+        try:
+            scenarios.poll(f"{name} available", lambda: kube.json("pv", name)["status"].get("phase") == "Available", 60, 1)
+        except TimeoutError:
+            held.append(name)
+    return recycled, held
+
+
+def delete_manifest(registry: str, repository: str, digest: str) -> bool:
+    """Delete ``repository@digest`` from the plain-HTTP registry at ``registry``; True when
+    it is gone afterwards (the manifest answers 404)."""
+    host, port = registry.rsplit(":", 1)
+
+    def call(method: str) -> int:
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            connection.request(method, f"/v2/{repository}/manifests/{digest}",
+                               headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                                                  "application/vnd.docker.distribution.manifest.v2+json"})
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        finally:
+            connection.close()
+
+    try:
+        call("DELETE")
+        return call("HEAD") == 404
+    except OSError:
+        return False
+
+
 class FreshMachine:
     def __init__(self, results: scenarios.Results, info: dict):
         self.r = results
@@ -170,6 +331,8 @@ class FreshMachine:
         self.figures: dict[str, float] = {}
         self.logs = paths.STATE / "logs"
         self.built_images: list[str] = []
+        #: Digests pushed to the cluster's registry by the staging step (deleted at its end).
+        self.pushed_digests: set[str] = set()
 
     # -- docker on the host ---------------------------------------------------------
 
@@ -266,6 +429,7 @@ class FreshMachine:
         code, output, _ = self.exec("undeploy", "./just undeploy-local", "LOCAL_CLUSTER=tasks")
         gone = scenarios.Kube(self.info["kubeconfig"], NAMESPACE).run("get", "namespace", NAMESPACE, namespaced=False, check=False).returncode != 0
         self.check("LOCAL_CLUSTER=tasks ./just undeploy-local removes the release and its namespace", code == 0 and gone, output)
+        self.staging()
 
     def negative(self) -> None:
         """Where apt can install nothing, the recipe stops, naming what to install."""
@@ -318,8 +482,201 @@ class FreshMachine:
         self.check("the deployed API answers 200 with the development token, 401 without",
                    answers.get("with") == 200 and answers.get("without") == 401, detail=f"{answers}")
 
-    def failure_logs(self) -> None:
-        kube = scenarios.Kube(self.info["kubeconfig"], NAMESPACE)
+    # -- staging, for real ---------------------------------------------------------
+
+    def staging(self) -> None:
+        """``./just deploy-staging`` twice and ``./just rollback-staging`` against this
+        cluster, as a new user with a platform team would run them; then everything the
+        step made is removed again."""
+        kube = scenarios.Kube(self.info["kubeconfig"], STAGING_NAMESPACE)
+        registry = self.info.get("registry_loopback", cluster.REGISTRY_LOOPBACK)
+        self.staging_repository = f"{registry}/{STAGING_OWNER}/tasks-server"
+        self.staging_env = (f"REGISTRY={registry}", f"REGISTRY_OWNER={STAGING_OWNER}", "IMAGE_TARGET=host",
+                            f"KUBE_CONTEXT={STAGING_CONTEXT}", f"EXTRA_VALUES={STAGING_VALUES}")
+        # An error ends the step as a failed check; the cleanup runs whatever happened.
+        errors = (ValueError, KeyError, RuntimeError, OSError, subprocess.SubprocessError, TimeoutError)
+        try:
+            if self.staging_platform(kube) and self.staging_deploy(kube):
+                self.staging_redeploy_and_rollback(kube)
+        except errors as error:
+            self.check("staging ran to the end", False, detail=str(error)[-2000:])
+        finally:
+            try:
+                self.staging_cleanup(kube)
+            except errors as error:
+                self.check("staging removed", False, detail=str(error)[-2000:])
+
+    def write_file(self, path: str, text: str) -> None:
+        """A file on the fresh machine (its user's, outside the clone)."""
+        quoted = shlex.quote(path)
+        subprocess.run(["docker", "exec", "-i", self.name, "sh", "-c", f'mkdir -p "$(dirname {quoted})" && cat > {quoted}'],
+                       input=text, text=True, capture_output=True, check=True, timeout=60, env=self.env)
+
+    def staging_platform(self, kube: scenarios.Kube) -> bool:
+        """What the platform sets up once per namespace, done here (never by the recipe):
+        the namespace, the database Secret, the API-token Secret with lines of tokens
+        minted by the image's own ``mint-token`` (one for the Helm test, one for the checks
+        below), the Helm test's token; the platform's values file and a kube context on
+        the fresh machine. No secret is printed or logged."""
+        started = time.monotonic()
+        postgres = postgres_image(cluster.deploy_values_file().read_text())
+        image = self.built_images[0]  # `./just image`'s, of the commit deployed
+        tokens = {}
+        for principal in ("helm-test", "fresh-machine"):
+            result = self.docker("run", "--rm", "--network", "none", image, "mint-token", principal, "--scope", "tasks:read", "tasks:write")
+            tokens[principal] = minted(result.stdout)
+        kube.run("create", "namespace", STAGING_NAMESPACE, namespaced=False)
+        with tempfile.TemporaryDirectory(prefix="tasks-staging-secrets-") as work:  # mode 0700
+            folder = Path(work)
+            files = {
+                "password": secrets.token_urlsafe(24),
+                "postgres-password": secrets.token_urlsafe(24),
+                "api_tokens": "# tasks-staging: the Helm test's token and the fresh-machine check's, hashes only\n"
+                              + "".join(f"{line}\n" for _, line in tokens.values()),
+                "token": tokens["helm-test"][0],
+            }
+            for name, text in files.items():
+                (folder / name).write_text(text)
+            kube.run("create", "secret", "generic", STAGING_DB_SECRET,
+                     f"--from-file=password={folder / 'password'}", f"--from-file=postgres-password={folder / 'postgres-password'}")
+            kube.run("create", "secret", "generic", STAGING_TOKENS_SECRET, f"--from-file=api_tokens={folder / 'api_tokens'}")
+            kube.run("create", "secret", "generic", STAGING_TEST_TOKEN_SECRET, f"--from-file=token={folder / 'token'}")
+        self.staging_token = tokens["fresh-machine"][0]
+        self.write_file(STAGING_VALUES, staging_values(postgres))
+        # The cluster's kubeconfig as the user's own (~/.kube/config), its context renamed:
+        # deploy-staging must find the context by the name it is given.
+        kubectl = "./.tools/bin/kubectl"
+        code, output, _ = self.exec(
+            "staging-setup",
+            f'mkdir -p /root/.kube && KUBECONFIG="$CLUSTER_STATE_DIR/kubeconfig" {kubectl} config view --raw --flatten > /root/.kube/config'
+            f" && chmod 600 /root/.kube/config && {kubectl} config rename-context tasks {STAGING_CONTEXT} >/dev/null"
+            f" && {kubectl} config get-contexts -o name && test -f {STAGING_VALUES} && git status --porcelain")
+        self.figures["staging-platform_s"] = round(time.monotonic() - started, 1)
+        return self.check("staging set up as the platform would: namespace, database and API-token Secrets (tokens minted with the "
+                          "image's mint-token), the Helm test's token, platform values outside the clone (tree clean), a kube context",
+                          code == 0 and output.split() == [STAGING_CONTEXT], output, f"exit {code}")
+
+    def staging_deploy(self, kube: scenarios.Kube) -> bool:
+        code, output, _ = self.exec("staging-deploy", "./just deploy-staging", *self.staging_env)
+        self.track_pushed(output)
+        ok = self.check(f"{' '.join(self.staging_env)} ./just deploy-staging exits 0 (static musl binary built here, pushed, "
+                        "helm upgrade --install by digest, helm test)",
+                        code == 0 and "+ scripts/ensure-tools.sh musl" in output and "--target host" in output
+                        and f"+ docker push {self.staging_repository}:" in output, output, f"exit {code}")
+        if not ok:
+            self.failure_logs(STAGING_NAMESPACE)
+            return False
+        self.check("helm test passed (deploy-staging)", helm_test_passed(output), output)
+        digest = pushed_digest(output, self.staging_repository)
+        deployment = kube.json("deployment", scenarios.RELEASE)
+        images = [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+        pods = kube.pods(scenarios.APP_SELECTOR)
+        pulled = [status.get("imageID", "") for pod in pods for status in pod["status"].get("containerStatuses", [])]
+        self.check(f"the Deployment runs {self.staging_repository}:<commit>@<the digest docker push reported>, and every app "
+                   "pod runs that digest, pulled by the nodes through the registry's loopback name",
+                   digest is not None and len(images) == 1 and images[0].startswith(f"{self.staging_repository}:")
+                   and images[0].endswith(f"@{digest}") and bool(pulled)
+                   and all(i == f"{self.staging_repository}@{digest}" for i in pulled),
+                   detail=f"pushed {digest}, Deployment {images}, pods {pulled}")
+        # The overlay's OIDC issuer and OTLP collector do not exist here: the service must
+        # still become ready (the issuer's keys are fetched in the background; readiness
+        # is the database and the migrations), and say it could not reach the issuer.
+        config = kube.json("configmap", scenarios.RELEASE)["data"]
+        status = deployment.get("status", {})
+        logs: dict[str, str] = {}
+
+        def warned() -> bool:
+            logs["text"] = kube.run("logs", "--selector", scenarios.APP_SELECTOR, "--all-containers", "--tail=400", check=False).stdout
+            return "identity provider not reachable yet" in logs["text"]
+
+        try:
+            scenarios.poll("the issuer warning in the app log", warned, 60, 2)
+        except TimeoutError:
+            pass
+        self.check("every replica ready although the overlay's OIDC issuer and OTLP collector do not exist here "
+                   "(the app logs that the issuer is not reachable; API tokens work without it)",
+                   config.get("TASKS_AUTH__ISSUER") == STAGING_ISSUER and config.get("OTEL_EXPORTER_OTLP_ENDPOINT") == STAGING_OTLP_ENDPOINT
+                   and status.get("readyReplicas", 0) == deployment["spec"].get("replicas", -1) >= 1
+                   and "identity provider not reachable yet" in logs.get("text", ""),
+                   detail=f"issuer {config.get('TASKS_AUTH__ISSUER')}, otlp {config.get('OTEL_EXPORTER_OTLP_ENDPOINT')}, "
+                          f"ready {status.get('readyReplicas')}/{deployment['spec'].get('replicas')}, log:\n{logs.get('text', '')[-1500:]}")
+        answers: dict[str, object] = {}
+
+        def answered() -> bool:
+            host, port = kube.service_address(scenarios.RELEASE)
+            answers["minted"] = load.request(host, port, "GET", "/v1/tasks", self.staging_token)[0]
+            answers["none"] = status_without_credentials(host, port, "/v1/tasks")
+            answers["development"] = load.request(host, port, "GET", "/v1/tasks", scenarios.TOKEN)[0]
+            return answers["minted"] == 200
+
+        try:
+            scenarios.poll("the staging API answers", answered, 60, 1)
+        except TimeoutError as error:
+            answers.setdefault("error", str(error))
+        self.check("the staging API answers 200 with a token minted for it, 401 without one and 401 with the local overlay's development token",
+                   answers.get("minted") == 200 and answers.get("none") == 401 and answers.get("development") == 401, detail=f"{answers}")
+        return True
+
+    def staging_redeploy_and_rollback(self, kube: scenarios.Kube) -> None:
+        code, output, _ = self.exec("staging-redeploy", "./just deploy-staging", *self.staging_env)
+        self.track_pushed(output)
+        history = self.helm_history()
+        self.check("a second ./just deploy-staging of the same commit exits 0: revision 2 deployed, the same digest, helm test passed",
+                   code == 0 and helm_test_passed(output) and [(h["revision"], h["status"]) for h in history] == [(1, "superseded"), (2, "deployed")]
+                   and pushed_digest(output, self.staging_repository) is not None
+                   and kube.json("deployment", scenarios.RELEASE)["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+                       f"@{pushed_digest(output, self.staging_repository)}"),
+                   output, f"exit {code}, history {brief_history(history)}")
+        code, output, _ = self.exec("staging-rollback", "./just rollback-staging", f"KUBE_CONTEXT={STAGING_CONTEXT}")
+        history = self.helm_history()
+        self.check("./just rollback-staging exits 0, helm test passes, helm history shows revision 3 deployed: Rollback to 1",
+                   code == 0 and helm_test_passed(output) and rolled_back(history, to=1) and len(history) == 3,
+                   output, f"exit {code}, history {brief_history(history)}")
+        if code != 0:
+            self.failure_logs(STAGING_NAMESPACE)
+
+    def helm(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(paths.REPO / ".tools" / "bin" / "helm"), "--kubeconfig", self.info["kubeconfig"],
+                               "--namespace", STAGING_NAMESPACE, *args], capture_output=True, text=True, timeout=timeout)
+
+    def helm_history(self) -> list[dict]:
+        result = self.helm("history", scenarios.RELEASE, "--output", "json")
+        return json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else []
+
+    def track_pushed(self, output: str) -> None:
+        """What a deploy pushed: its tag is removed from Docker Engine at the end like the
+        other images, its digest from the registry by the cleanup."""
+        for line in output.splitlines():
+            if line.startswith("+ docker push ") and line.split()[3] not in self.built_images:
+                self.built_images.append(line.split()[3])
+        digest = pushed_digest(output, self.staging_repository)
+        if digest:
+            self.pushed_digests.add(digest)
+
+    def staging_cleanup(self, kube: scenarios.Kube) -> None:
+        """The platform's removal: the release, the namespace (its Secrets and claim), the
+        image in the registry, and the local volume the claim held made available again
+        (its data deleted, as a recycler would), so the step leaves nothing behind."""
+        started = time.monotonic()
+        digests = self.pushed_digests | set(re.findall(r"@(sha256:[0-9a-f]{64})", kube.run(
+            "get", "deployment", scenarios.RELEASE, "-o", "jsonpath={.spec.template.spec.containers[*].image}", check=False).stdout))
+        uninstall = self.helm("uninstall", scenarios.RELEASE, "--ignore-not-found", "--wait", "--timeout", "5m", timeout=360)
+        deleted = kube.run("delete", "namespace", STAGING_NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s",
+                           namespaced=False, check=False, timeout=360)
+        gone = kube.run("get", "namespace", STAGING_NAMESPACE, namespaced=False, check=False).returncode != 0
+        recycled, leftover = recycle_volumes(kube, STAGING_NAMESPACE)
+        removed = [delete_manifest(self.info.get("registry_loopback", cluster.REGISTRY_LOOPBACK), f"{STAGING_OWNER}/tasks-server", digest)
+                   for digest in sorted(digests)]
+        self.figures["staging-cleanup_s"] = round(time.monotonic() - started, 1)
+        self.check("staging removed: release uninstalled, namespace deleted, the image deleted from the registry, the volume "
+                   "its claim held emptied and available again",
+                   uninstall.returncode == 0 and deleted.returncode == 0 and gone and not leftover and all(removed),
+                   detail=f"uninstall exit {uninstall.returncode} {uninstall.stderr.strip()[-300:]}; namespace delete exit "
+                          f"{deleted.returncode} {deleted.stderr.strip()[-300:]}; namespace gone {gone}; volumes recycled {recycled}, "
+                          f"still bound or released {leftover}; registry deletions {dict(zip(sorted(digests), removed))}")
+
+    def failure_logs(self, namespace: str = NAMESPACE) -> None:
+        kube = scenarios.Kube(self.info["kubeconfig"], namespace)
         print(kube.run("get", "pods,pvc,events", "-o", "wide", check=False).stdout[-4000:], flush=True)
         print(kube.run("logs", "--selector", scenarios.APP_SELECTOR, "--all-containers", "--tail=40", check=False).stdout[-4000:], flush=True)
 
