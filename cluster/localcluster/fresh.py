@@ -273,11 +273,16 @@ def recycle_volumes(kube: scenarios.Kube, namespace: str) -> tuple[list[str], li
     again (their reclaim policy is Retain, so they stay Released otherwise and a later
     claim could not bind them). Only directories under the cluster's state are emptied.
     Returns (recycled, still held) volume names."""
+    def claimed() -> list[dict]:
+        return [v for v in kube.json("pv")["items"] if ((v["spec"].get("claimRef") or {}).get("namespace")) == namespace]
+
+    # The PV controller marks a volume Released shortly after its claim is deleted.
+    try:
+        scenarios.poll(f"the volumes of {namespace} released", lambda: all(v["status"].get("phase") == "Released" for v in claimed()), 60, 1)
+    except TimeoutError:
+        pass
     recycled, held = [], []
-    for volume in kube.json("pv")["items"]:
-        claim = volume["spec"].get("claimRef") or {}
-        if claim.get("namespace") != namespace:
-            continue
+    for volume in claimed():
         name = volume["metadata"]["name"]
         directory = Path((volume["spec"].get("local") or {}).get("path", "/nonexistent"))
         if volume["status"].get("phase") != "Released" or not directory.is_relative_to(paths.STATE) or not directory.is_dir():
@@ -298,15 +303,15 @@ def recycle_volumes(kube: scenarios.Kube, namespace: str) -> tuple[list[str], li
     return recycled, held
 
 
-def delete_manifest(registry: str, repository: str, digest: str) -> bool:
-    """Delete ``repository@digest`` from the plain-HTTP registry at ``registry``; True when
-    it is gone afterwards (the manifest answers 404)."""
+def delete_manifest(registry: str, repository: str, reference: str) -> bool:
+    """Delete the manifest ``reference`` (a tag or a digest) of ``repository`` from the
+    plain-HTTP registry at ``registry``; True when it is gone afterwards (404)."""
     host, port = registry.rsplit(":", 1)
 
     def call(method: str) -> int:
         connection = http.client.HTTPConnection(host, int(port), timeout=10)
         try:
-            connection.request(method, f"/v2/{repository}/manifests/{digest}",
+            connection.request(method, f"/v2/{repository}/manifests/{reference}",
                                headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
                                                   "application/vnd.docker.distribution.manifest.v2+json"})
             response = connection.getresponse()
@@ -331,8 +336,8 @@ class FreshMachine:
         self.figures: dict[str, float] = {}
         self.logs = paths.STATE / "logs"
         self.built_images: list[str] = []
-        #: Digests pushed to the cluster's registry by the staging step (deleted at its end).
-        self.pushed_digests: set[str] = set()
+        #: Tags and digests pushed to the cluster's registry by the staging step (deleted at its end).
+        self.pushed: set[str] = set()
 
     # -- docker on the host ---------------------------------------------------------
 
@@ -647,33 +652,38 @@ class FreshMachine:
         """What a deploy pushed: its tag is removed from Docker Engine at the end like the
         other images, its digest from the registry by the cleanup."""
         for line in output.splitlines():
-            if line.startswith("+ docker push ") and line.split()[3] not in self.built_images:
-                self.built_images.append(line.split()[3])
+            if line.startswith(f"+ docker push {self.staging_repository}:"):
+                reference = line.split()[3]
+                if reference not in self.built_images:
+                    self.built_images.append(reference)
+                self.pushed.add(reference.rsplit(":", 1)[1])
         digest = pushed_digest(output, self.staging_repository)
         if digest:
-            self.pushed_digests.add(digest)
+            self.pushed.add(digest)
 
     def staging_cleanup(self, kube: scenarios.Kube) -> None:
         """The platform's removal: the release, the namespace (its Secrets and claim), the
         image in the registry, and the local volume the claim held made available again
         (its data deleted, as a recycler would), so the step leaves nothing behind."""
         started = time.monotonic()
-        digests = self.pushed_digests | set(re.findall(r"@(sha256:[0-9a-f]{64})", kube.run(
+        references = self.pushed | set(re.findall(r"@(sha256:[0-9a-f]{64})", kube.run(
             "get", "deployment", scenarios.RELEASE, "-o", "jsonpath={.spec.template.spec.containers[*].image}", check=False).stdout))
         uninstall = self.helm("uninstall", scenarios.RELEASE, "--ignore-not-found", "--wait", "--timeout", "5m", timeout=360)
         deleted = kube.run("delete", "namespace", STAGING_NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s",
                            namespaced=False, check=False, timeout=360)
         gone = kube.run("get", "namespace", STAGING_NAMESPACE, namespaced=False, check=False).returncode != 0
         recycled, leftover = recycle_volumes(kube, STAGING_NAMESPACE)
-        removed = [delete_manifest(self.info.get("registry_loopback", cluster.REGISTRY_LOOPBACK), f"{STAGING_OWNER}/tasks-server", digest)
-                   for digest in sorted(digests)]
+        # Tags first: deleting a digest leaves a tag naming it in some registries.
+        ordered = sorted(references, key=lambda reference: (reference.startswith("sha256:"), reference))
+        removed = {reference: delete_manifest(self.info.get("registry_loopback", cluster.REGISTRY_LOOPBACK),
+                                              f"{STAGING_OWNER}/tasks-server", reference) for reference in ordered}
         self.figures["staging-cleanup_s"] = round(time.monotonic() - started, 1)
         self.check("staging removed: release uninstalled, namespace deleted, the image deleted from the registry, the volume "
                    "its claim held emptied and available again",
-                   uninstall.returncode == 0 and deleted.returncode == 0 and gone and not leftover and all(removed),
+                   uninstall.returncode == 0 and deleted.returncode == 0 and gone and not leftover and all(removed.values()),
                    detail=f"uninstall exit {uninstall.returncode} {uninstall.stderr.strip()[-300:]}; namespace delete exit "
                           f"{deleted.returncode} {deleted.stderr.strip()[-300:]}; namespace gone {gone}; volumes recycled {recycled}, "
-                          f"still bound or released {leftover}; registry deletions {dict(zip(sorted(digests), removed))}")
+                          f"still bound or released {leftover}; deleted from the registry {removed}")
 
     def failure_logs(self, namespace: str = NAMESPACE) -> None:
         kube = scenarios.Kube(self.info["kubeconfig"], namespace)
