@@ -18,11 +18,11 @@ use actix_web::middleware::Next;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TraceContextExt;
 use prometheus::{Histogram, IntGauge};
-use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::global;
+use crate::span::{InSpan, in_span};
 
 /// The correlation header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -208,14 +208,14 @@ impl Drop for Active {
 /// The middleware as a function (`App::wrap(from_fn(observe))`, outermost so it sees
 /// the final response): assigns the request id, continues the caller's trace, runs the
 /// request in a server span, records `http.server.*` metrics and logs one access event.
-/// Never logs bodies, query strings or headers. [`Observe`] does the same with one boxed
-/// future per request instead of `from_fn`'s two.
+/// Never logs bodies, query strings or headers. [`Observe`] does the same without
+/// `from_fn`'s two boxed futures per request.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     let pending = Pending::begin(&req);
-    let outcome = next.call(req).instrument(pending.span.clone()).await;
+    let outcome = in_span(next.call(req), pending.span.clone()).await;
     pending.finish(outcome)
 }
 
@@ -261,7 +261,10 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let pending = Pending::begin(&req);
-        let inner = self.service.call(req).instrument(pending.span.clone());
+        // `InSpan`, not `Instrumented`: the completed future is dropped inside the span
+        // enter of its last poll, not in one more enter and exit when this future is
+        // dropped (see `crate::span`).
+        let inner = in_span(self.service.call(req), pending.span.clone());
         ObserveFuture {
             inner,
             pending: Some(pending),
@@ -274,7 +277,7 @@ pin_project_lite::pin_project! {
     /// span, then the outcome recorded.
     pub struct ObserveFuture<F> {
         #[pin]
-        inner: tracing::instrument::Instrumented<F>,
+        inner: InSpan<F>,
         pending: Option<Pending>,
     }
 }
@@ -290,7 +293,8 @@ where
         let outcome = std::task::ready!(this.inner.poll(cx));
         match this.pending.take() {
             Some(pending) => Poll::Ready(pending.finish(outcome)),
-            // Polled again after completion (a caller's bug): pass the outcome through.
+            // Not reached: polled again after completion (a caller's bug), `InSpan`
+            // panics before this, as the futures it wraps would.
             None => Poll::Ready(outcome),
         }
     }

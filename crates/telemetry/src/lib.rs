@@ -34,6 +34,7 @@ mod filter;
 pub mod http;
 mod json_lines;
 pub mod metrics;
+pub mod span;
 mod traces;
 mod writer;
 
