@@ -153,6 +153,60 @@ impl Fields<'_> {
     }
 }
 
+/// The magnitudes for which serde_json's float writer and `{:?}` write the same text:
+/// both write the shortest digits that read back as the value, positionally (`0.0012`,
+/// `1234.5`, `7.0`); below 1e-4 and from 1e16 on `{:?}` switches to an exponent (`1e-5`),
+/// serde_json at other thresholds and in another form (`1e+16`). Narrowed by a factor of
+/// ten at each end, as a margin.
+const POSITIONAL_F64: std::ops::Range<f64> = 1e-3..1e15;
+
+/// `value` (finite, its magnitude in [`POSITIONAL_F64`]) as `{:?}` writes it, through
+/// serde_json's float writer: `{:?}` went through `core::fmt`'s shortest-digits search
+/// (~1k instructions per access-log line for `duration_ms`, docs/performance.md); the
+/// unit tests compare the two over that range.
+///
+/// Both write the shortest digits that read back as the value, and of those the closest
+/// to it; they differ only on a tie, two shortest candidates exactly as close (serde_json
+/// writes `628318999870555.2` where `{:?}` writes `…555.3`). A tie needs the value's
+/// exact decimal expansion to have one decimal place more than the digits written, so
+/// that case is left to `{:?}`.
+fn push_positional_f64(line: &mut String, value: f64) {
+    // The longest positional text below 1e15 is a sign, 15 integer digits, a point and
+    // 17 significant digits at most; 48 bytes leave room.
+    let mut text = [0_u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let written = serde_json::to_writer(&mut cursor, &value).is_ok();
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    match text.get(..len).map(std::str::from_utf8) {
+        Some(Ok(digits))
+            if written
+                && digits
+                    .split_once('.')
+                    .is_some_and(|(_, fraction)| fraction.len() + 1 != fraction_places(value)) =>
+        {
+            line.push_str(digits);
+        }
+        // A possible tie; or not reached (the text fits, and it is ASCII).
+        _ => {
+            let _ = write!(line, "{value:?}");
+        }
+    }
+}
+
+/// How many decimal places the exact value of `value` (a normal float) has: as many as
+/// binary places after its point (a number of halves, quarters, … is exact in as many
+/// decimal places), 0 for an integer.
+fn fraction_places(value: f64) -> usize {
+    const MANTISSA_BITS: u32 = 52;
+    let bits = value.to_bits();
+    let mantissa = (bits & ((1 << MANTISSA_BITS) - 1)) | (1 << MANTISSA_BITS);
+    // The biased exponent is 11 bits: the cast cannot truncate.
+    let exponent = ((bits >> MANTISSA_BITS) & 0x7ff) as i64 - 1075;
+    // value = mantissa × 2^exponent; trailing zero bits of the mantissa are no places.
+    let exponent = exponent + i64::from(mantissa.trailing_zeros());
+    usize::try_from(-exponent).unwrap_or(0)
+}
+
 /// The decimal digits of `value`, as `Display` writes them.
 fn push_digits(line: &mut String, mut value: u128) {
     // u128::MAX has 39 digits.
@@ -213,8 +267,12 @@ impl Visit for Fields<'_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
-            // `{:?}` keeps a fraction (`1.0`), as serde_json writes floats.
-            self.raw(field, format_args!("{value:?}"));
+            if !POSITIONAL_F64.contains(&value.abs()) {
+                // `{:?}` keeps a fraction (`1.0`), as serde_json writes floats.
+                self.raw(field, format_args!("{value:?}"));
+            } else if self.key(field) {
+                push_positional_f64(self.line, value);
+            }
         } else if self.key(field) {
             // JSON has no NaN or infinity (serde_json writes null too).
             self.line.push_str("null");
@@ -503,6 +561,83 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    /// serde_json's float text is `{:?}`'s over [`POSITIONAL_F64`]: durations in
+    /// milliseconds from every nanosecond count up to 10 ms and a spread beyond, the
+    /// range's ends, powers of ten, and values spread over every bit pattern in it.
+    #[test]
+    fn fraction_places_are_counted() {
+        assert_eq!(fraction_places(1.0), 0);
+        assert_eq!(fraction_places(1e14), 0);
+        assert_eq!(fraction_places(0.5), 1);
+        assert_eq!(fraction_places(628_318_999_870_555.0 + 0.25), 2);
+        assert_eq!(fraction_places(1.0 + 0.5_f64.powi(17)), 17);
+        assert_eq!(fraction_places(0.1), 55);
+    }
+
+    #[test]
+    fn positional_floats_match_debug() {
+        let mut cases: Vec<f64> = (1_000..10_000_000_u64)
+            .step_by(97)
+            .map(|nanos| Duration::from_nanos(nanos).as_secs_f64() * 1000.0)
+            .collect();
+        cases.extend(
+            (0..18)
+                .map(|exponent| 10_f64.powi(exponent - 3))
+                .filter(|value| POSITIONAL_F64.contains(value)),
+        );
+        cases.extend([
+            1e-3,
+            1e15_f64.next_down(),
+            0.1,
+            0.2,
+            0.3,
+            1.0,
+            2.5,
+            1e14 + 0.5,
+        ]);
+        // Ties: values with few binary places, at every magnitude (the first is one
+        // where serde_json and `{:?}` choose differently).
+        cases.push(628_318_999_870_555.0 + 0.25);
+        for places in 1..=52 {
+            let unit = 0.5_f64.powi(places);
+            for whole in [
+                1_u64,
+                3,
+                7,
+                1_000,
+                123_456,
+                1 << 20,
+                1 << 40,
+                999_999_999_999_999,
+            ] {
+                for odd in [1_u64, 3, 5, 7, 9, 11, 13, 15] {
+                    let value = whole as f64 + odd as f64 * unit;
+                    if POSITIONAL_F64.contains(&value) {
+                        cases.push(value);
+                    }
+                }
+            }
+        }
+        let (low, high) = (POSITIONAL_F64.start.to_bits(), POSITIONAL_F64.end.to_bits());
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Positive finite floats order as their bits do.
+            cases.push(f64::from_bits(low + state % (high - low)));
+        }
+        let mut line = String::new();
+        for value in cases {
+            for value in [value, -value] {
+                assert!(POSITIONAL_F64.contains(&value.abs()), "{value:?}");
+                line.clear();
+                push_positional_f64(&mut line, value);
+                assert_eq!(line, format!("{value:?}"));
+            }
+        }
     }
 
     #[derive(Clone, Default)]
