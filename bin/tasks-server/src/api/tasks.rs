@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::BytesMut;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tasks_domain::{
@@ -88,6 +88,23 @@ fn task_response(status: StatusCode, task: &Task) -> HttpResponse {
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(raw).map_err(|_| ApiError::MalformedId(format!("{raw:?} is not a UUID")))
+}
+
+/// The task id of `/v1/tasks/{id}`, parsed. Read from the segment the router already
+/// matched rather than through `web::Path<String>` (a `String`, an app-data look-up and a
+/// serde pass per request). A segment with a `%` is still percent-encoded there: it goes
+/// through `web::Path<String>`, which decodes it, so the id (and the error quoting it)
+/// is what it was.
+async fn task_id(req: &HttpRequest) -> Result<Uuid, ApiError> {
+    match req.match_info().get("id") {
+        Some(raw) if !raw.contains('%') => parse_id(raw),
+        _ => {
+            let decoded = web::Path::<String>::extract(req)
+                .await
+                .map_err(|error| ApiError::MalformedId(error.to_string()))?;
+            parse_id(&decoded)
+        }
+    }
 }
 
 /// Accepts `application/json` and any `+json` type (e.g. `application/merge-patch+json`).
@@ -299,10 +316,9 @@ fn replay(stored: &RecordedAnswer) -> HttpResponse {
 pub async fn get(
     Reader(owner): Reader,
     req: HttpRequest,
-    id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let task = state.tasks.get(&owner, parse_id(&id)?).await?;
+    let task = state.tasks.get(&owner, task_id(&req).await?).await?;
     if none_match(req.headers(), &task)? {
         let mut response = HttpResponse::NotModified();
         if let Some(etag) = etag_value(&task) {
@@ -367,11 +383,10 @@ pub async fn list(
 pub async fn update(
     Writer(owner): Writer,
     req: HttpRequest,
-    id: web::Path<String>,
     Body(body): Body,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+    let id = task_id(&req).await?;
     require_json(&req, "application/merge-patch+json")?;
     let precondition = if_match(req.headers())?;
     let input = parse_json(&body)?;
@@ -398,10 +413,9 @@ pub async fn update(
 pub async fn delete(
     Writer(owner): Writer,
     req: HttpRequest,
-    id: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+    let id = task_id(&req).await?;
     let precondition = if_match(req.headers())?;
     state
         .tasks
@@ -447,4 +461,41 @@ pub struct PatchTaskBody {
     /// RFC 3339 date-time, or null.
     #[schema(format = DateTime)]
     due_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn task_ids_are_read_from_the_matched_segment() {
+        let id = Uuid::try_parse("01936f0e-8c3a-7b2d-9e4f-a1b2c3d4e5f6").unwrap();
+        let req = TestRequest::default()
+            .param("id", id.to_string())
+            .to_http_request();
+        assert_eq!(task_id(&req).await.unwrap(), id);
+        // Percent-encoded hex digits are decoded, as `web::Path<String>` decodes them.
+        let encoded = "%301936f0e-8c3a-7b2d-9e4f-%611b2c3d4e5f6";
+        let req = TestRequest::default()
+            .param("id", encoded)
+            .to_http_request();
+        assert_eq!(task_id(&req).await.unwrap(), id);
+    }
+
+    #[actix_web::test]
+    async fn malformed_ids_are_quoted_decoded() {
+        for (segment, quoted) in [("zz", "\"zz\""), ("not%20a%20uuid", "\"not a uuid\"")] {
+            let req = TestRequest::default()
+                .param("id", segment)
+                .to_http_request();
+            match task_id(&req).await {
+                Err(ApiError::MalformedId(message)) => {
+                    assert_eq!(message, format!("{quoted} is not a UUID"));
+                }
+                other => panic!("{segment}: {other:?}"),
+            }
+        }
+    }
 }
