@@ -139,7 +139,7 @@ port-forward:
 status:
     scripts/deploy-local.sh status
 
-# Push ghcr.io/$REGISTRY_OWNER/tasks-server:<git-sha> and deploy it by digest to KUBE_CONTEXT with values/staging.yaml (clean tree only), then helm test.
+# Push $REGISTRY (default ghcr.io)/$REGISTRY_OWNER/tasks-server:<git-sha> and deploy it by digest to KUBE_CONTEXT with values/staging.yaml (+ EXTRA_VALUES; clean tree only), then helm test.
 deploy-staging:
     scripts/deploy-staging.sh deploy
 
