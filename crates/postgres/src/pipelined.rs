@@ -197,11 +197,75 @@ async fn first_row(
     statement: &Statement,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Row>, tokio_postgres::Error> {
-    let rows = client.query_raw(statement, params.iter().copied()).await?;
+    // Boxed: `query_raw`'s future keeps room for preparing a statement given as SQL text
+    // (its `ToStatement` path, never taken here), which makes it ~1 KB. Unboxed it was most
+    // of every read's future, and with it the repository's future `async_trait` boxes on
+    // each request went over glibc's per-thread cache limit (1,032 bytes), so that box's
+    // malloc took the slow path (~1.1k instructions against ~60–160 from the cache). Boxed
+    // on its own, both boxes are served by the cache (docs/performance.md, seventh round).
+    let rows = Box::pin(client.query_raw(statement, params.iter().copied())).await?;
     let mut rows = std::pin::pin!(rows);
     let mut first = None;
     while let Some(row) = rows.try_next().await? {
         first.get_or_insert(row);
     }
     Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use super::*;
+
+    /// glibc's per-thread cache serves allocations of up to 1,032 bytes; a larger one
+    /// takes malloc's slow path (~1.1k instructions per request, docs/performance.md).
+    const TCACHE_MAX: usize = 1_032;
+
+    type Params = &'static [&'static (dyn ToSql + Sync)];
+
+    /// The size of the future `make` returns, without a connection to call it with.
+    fn future_size<A, B, C, F: Future>(_make: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn query_raw(
+        client: &'static Client,
+        statement: &'static Statement,
+        params: Params,
+    ) -> impl Future<Output = Result<tokio_postgres::RowStream, tokio_postgres::Error>> {
+        client.query_raw(statement, params.iter().copied())
+    }
+
+    fn query_opt(
+        reader: &'static PipelinedReader,
+        sql: &'static str,
+        params: Params,
+    ) -> impl Future<Output = Result<Option<Row>, Error>> {
+        reader.query_opt(sql, params)
+    }
+
+    // The read's future is part of the future the repository boxes on every request
+    // (tasks-storage checks that one against the limit); it was 1,208 bytes before
+    // `first_row` boxed `query_raw`'s future.
+    #[test]
+    fn the_read_future_is_small() {
+        let size = future_size(query_opt);
+        assert!(
+            size <= 512,
+            "PipelinedReader::query_opt's future is {size} bytes"
+        );
+    }
+
+    // `first_row` boxes `query_raw`'s future on every read: over the limit, that box
+    // would cost the slow path it was boxed to avoid (it is exactly 1,032 bytes with
+    // tokio-postgres 0.7.18).
+    #[test]
+    fn the_boxed_query_fits_the_per_thread_cache() {
+        let size = future_size(query_raw);
+        assert!(
+            size <= TCACHE_MAX,
+            "tokio-postgres' query_raw future is {size} bytes"
+        );
+    }
 }

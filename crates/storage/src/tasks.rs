@@ -360,3 +360,29 @@ impl PgTaskRepository {
             .is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `async_trait` boxes `get`'s future on every request. Over glibc's per-thread cache
+    // limit (1,032 bytes) that box's malloc takes the slow path (~1.1k instructions
+    // against ~60 from the cache, docs/performance.md); it was 1,584 bytes before the
+    // pipelined read boxed tokio-postgres' query future.
+    #[test]
+    fn get_s_boxed_future_fits_the_per_thread_cache() {
+        let settings = tasks_postgres::pool::PoolSettings::default();
+        // No connection is opened: neither the pool nor the reader connects before use,
+        // and the future is never polled.
+        let pool = tasks_postgres::pool::build_pool(&settings).expect("pool");
+        let repository =
+            PgTaskRepository::with_reader(pool, Arc::new(PipelinedReader::new(settings)));
+        let owner = Owner::new("token:ci").expect("owner");
+        let future = repository.get(&owner, Uuid::nil());
+        let size = std::mem::size_of_val(&*future);
+        assert!(
+            size <= 1_032,
+            "PgTaskRepository::get's future is {size} bytes"
+        );
+    }
+}
