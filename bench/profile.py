@@ -17,9 +17,10 @@ timed against a budget. Outputs go to PROFILE_OUT (target/bench/profile):
   by inferno (`cargo install inferno`);
 * `stat` (not part of `all`): what callgrind does not count, from software counters and
   tracepoints (no hardware counter needed). Each target runs as `just bench` runs it
-  (2 workers), alternating over PROFILE_STAT_ROUNDS (2) rounds of wrk at 32 connections
-  for PROFILE_STAT_SECS (10); during each, `perf stat` counts the server's task-clock
-  (user + kernel CPU time), context switches, CPU migrations and system calls per thread,
+  (2 workers), alternating over PROFILE_STAT_ROUNDS (2) rounds of wrk at
+  PROFILE_STAT_CONNECTIONS (32) connections for PROFILE_STAT_SECS (10); during each,
+  `perf stat` counts the server's task-clock (user + kernel CPU time), context
+  switches, CPU migrations and system calls per thread,
   and PostgreSQL's task-clock; then `perf trace -s` names the system calls (a shorter run,
   PROFILE_TRACE_SECS, 5) and `perf record` splits the server's samples between user and
   kernel space. Per request figures go to `stat.txt` and `stat.json`.
@@ -51,6 +52,7 @@ SECS = int(os.environ.get("PROFILE_SECS", "20"))
 PERF_SECS = int(os.environ.get("PROFILE_PERF_SECS", "10"))
 STAT_SECS = int(os.environ.get("PROFILE_STAT_SECS", "10"))
 STAT_ROUNDS = int(os.environ.get("PROFILE_STAT_ROUNDS", "2"))
+STAT_CONNECTIONS = int(os.environ.get("PROFILE_STAT_CONNECTIONS", "32"))
 TRACE_SECS = int(os.environ.get("PROFILE_TRACE_SECS", "5"))
 OURS_BIN = Path(os.environ.get("PROFILE_OURS_BIN") or RELEASE / "tasks-server")
 ALT_BIN = Path(os.environ["PROFILE_ALT_BIN"]) if os.environ.get("PROFILE_ALT_BIN") else None
@@ -223,7 +225,7 @@ def kernel_share(data: Path) -> float:
 def stat_once(target: str, pg_port: int, pg_dir: Path, ids: Path, round_no: int) -> dict:
     p, url, _ = start(target, pg_port, [], driver.WORKERS)
     try:
-        driver.wrk(url, "get.lua", ids, connections=32, duration=2)  # warm-up
+        driver.wrk(url, "get.lua", ids, connections=STAT_CONNECTIONS, duration=2)  # warm-up
         server_out = PROFILE_OUT / f"stat.{target}.{round_no}.server.txt"
         pg_out = PROFILE_OUT / f"stat.{target}.{round_no}.pg.txt"
         pids = ",".join(str(x) for x in postgres_pids(pg_dir))
@@ -233,7 +235,7 @@ def stat_once(target: str, pg_port: int, pg_dir: Path, ids: Path, round_no: int)
                                    "-p", pids], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         try:
             time.sleep(0.5)
-            res = driver.wrk(url, "get.lua", ids, connections=32, duration=STAT_SECS)
+            res = driver.wrk(url, "get.lua", ids, connections=STAT_CONNECTIONS, duration=STAT_SECS)
         finally:
             for s in stats:
                 s.send_signal(signal.SIGINT)
@@ -248,7 +250,7 @@ def stat_once(target: str, pg_port: int, pg_dir: Path, ids: Path, round_no: int)
             trace = subprocess.Popen(["perf", "trace", "-s", "-o", str(trace_out), "-p", str(p.proc.pid)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
-            traced = driver.wrk(url, "get.lua", ids, connections=32, duration=TRACE_SECS)
+            traced = driver.wrk(url, "get.lua", ids, connections=STAT_CONNECTIONS, duration=TRACE_SECS)
             trace.send_signal(signal.SIGINT)
             trace.wait(timeout=120)
             result["traced_requests"] = traced["requests"]
@@ -257,7 +259,7 @@ def stat_once(target: str, pg_port: int, pg_dir: Path, ids: Path, round_no: int)
             rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-o", str(data),
                                     "-p", str(p.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
-            driver.wrk(url, "get.lua", ids, connections=32, duration=TRACE_SECS)
+            driver.wrk(url, "get.lua", ids, connections=STAT_CONNECTIONS, duration=TRACE_SECS)
             rec.send_signal(signal.SIGINT)
             rec.wait(timeout=120)
             result["kernel_share"] = kernel_share(data)
@@ -332,7 +334,7 @@ def stat(targets: list[str], pg_port: int, pg_dir: Path, ids: Path) -> None:
     (PROFILE_OUT / "stat.json").write_text(json.dumps(results, indent=1))
     table = per_request(results)
     load = Path("/proc/loadavg").read_text().split()[:3]
-    (PROFILE_OUT / "stat.txt").write_text(f"load average at the end: {' '.join(load)}\n\n{table}")
+    (PROFILE_OUT / "stat.txt").write_text(f"{STAT_CONNECTIONS} connections; load average at the end: {' '.join(load)}\n\n{table}")
     print(table, flush=True)
 
 

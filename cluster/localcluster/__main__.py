@@ -107,7 +107,8 @@ def unit_tests() -> int:
             cases = []
         for case in cases:
             verdicts = {child.tag for child in case}
-            name = f"{case.get('classname')}::{case.get('name')}"
+            # Its time too: the suite's budget is shared, the slow ones should be visible.
+            name = f"{case.get('classname')}::{case.get('name')} ({float(case.get('time') or 0):.1f}s)"
             if verdicts & {"failure", "error"}:
                 counts["failed"] += 1
                 print(f"FAIL {name}")

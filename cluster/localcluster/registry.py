@@ -346,12 +346,19 @@ def build_binaries(version_suffix: str | None = None, extra_files: dict[str, str
         if version_suffix is not None:
             # The copy has no .git: build.rs takes the revision from here (what git would say).
             env["GIT_REVISION"] = _git("rev-parse", "--short=12", "HEAD")
-        log(f"cargo build --release --target {target} -p tasks-server (version {version}, target dir {directory})")
-        started = time.monotonic()
-        _run(["cargo", "build", "--release", "--locked", "--target", target, "-p", "tasks-server"],
-             what=f"building tasks-server for {target}", env=env, cwd=source, timeout=CARGO_TIMEOUT_S)
-        log(f"built tasks-server for linux/{platform} in {time.monotonic() - started:.0f}s")
-        built = directory / target / "release" / "tasks-server"
+        built = directory / "tasks-cluster-builds" / build_key(source, version, platform, env, extra_files) / "tasks-server"
+        if built.is_file():
+            log(f"tasks-server {version} for linux/{platform}: built before from the same sources ({built.parent.name[:12]})")
+        else:
+            log(f"cargo build --release --target {target} -p tasks-server (version {version}, target dir {directory})")
+            started = time.monotonic()
+            _run(["cargo", "build", "--release", "--locked", "--target", target, "-p", "tasks-server"],
+                 what=f"building tasks-server for {target}", env=env, cwd=source, timeout=CARGO_TIMEOUT_S)
+            log(f"built tasks-server for linux/{platform} in {time.monotonic() - started:.0f}s")
+            built.parent.mkdir(parents=True, exist_ok=True)
+            staged = built.with_name(f".tasks-server.{os.getpid()}.partial")
+            shutil.copy2(directory / target / "release" / "tasks-server", staged)
+            staged.replace(built)
         # Copies and the checkout share the target directory: keep each version's binary.
         keep = paths.STATE / "build" / f"tasks-server-{version}-{platform}"
         keep.parent.mkdir(parents=True, exist_ok=True)
@@ -359,6 +366,42 @@ def build_binaries(version_suffix: str | None = None, extra_files: dict[str, str
         check_binary(keep, platform, version)
         binaries[platform] = keep
     return binaries
+
+
+#: What else decides the binary besides the sources: the profile and flags Cargo reads
+#: from the environment (the fresh-machine step, for one, builds with a cheaper profile).
+_BUILD_ENV_PREFIXES = ("CARGO_PROFILE_", "CARGO_BUILD_RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "RUSTC",
+                       "CARGO_TARGET_", "CC_", "CFLAGS", "GIT_REVISION")
+
+
+def build_key(source: Path, version: str, platform: str, env: dict[str, str],
+              extra_files: dict[str, str] | None = None) -> str:
+    """A name for one release build: the sources ``source`` holds (the checkout's files,
+    tracked and untracked, which a copy mirrors, plus its extra files), the version,
+    the revision, the platform, the toolchain and the build environment.
+
+    Two builds with the same key make the same binary, so the second is skipped. This
+    matters because a copy of release N+1 lives under the cluster's state, which ``down``
+    removes: rebuilt from scratch, every workspace crate's fingerprint is new and the
+    binary is relinked (a fat-LTO link, minutes on two cores) although nothing changed."""
+    digest = hashlib.sha256()
+
+    def part(label: str, data: bytes) -> None:
+        digest.update(f"{label}\0{len(data)}\0".encode())
+        digest.update(data)
+
+    part("version", version.encode())
+    part("platform", PLATFORMS[platform].encode())
+    part("revision", _git("rev-parse", "HEAD").encode())
+    part("rustc", _run(["rustc", "-vV"], what="rustc -vV", cwd=source).encode())
+    for name in sorted(env):
+        if name.startswith(_BUILD_ENV_PREFIXES):
+            part(f"env {name}", env[name].encode())
+    for name in sorted(set(_workspace_files()) | set(extra_files or ())):
+        path = source / name
+        if path.is_file():
+            part(f"file {name}", path.read_bytes())
+    return digest.hexdigest()
 
 
 _ELF_MACHINE = {"amd64": 62, "arm64": 183}

@@ -238,3 +238,24 @@ def test_version_suffix_builds_another_release(registry, image, tmp_path):
     binary.chmod(0o755)
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
     assert f"{version} (" in out.stdout, out
+
+
+def test_a_build_is_named_by_everything_that_makes_the_binary(tmp_path):
+    # Release builds are skipped when one with the same key exists: the key must change
+    # with the sources, the version, the platform and the profile, and only with them.
+    (tmp_path / "Cargo.toml").write_text((paths.REPO / "Cargo.toml").read_text())
+    key = reg.build_key(tmp_path, "1.0.0", "amd64", {})
+    assert reg.build_key(tmp_path, "1.0.0", "amd64", {"CARGO_BUILD_JOBS": "1", "HOME": "/elsewhere"}) == key
+    assert reg.build_key(tmp_path, "1.0.1", "amd64", {}) != key
+    assert reg.build_key(tmp_path, "1.0.0", "arm64", {}) != key
+    assert reg.build_key(tmp_path, "1.0.0", "amd64", {"CARGO_PROFILE_RELEASE_LTO": "off"}) != key
+    assert reg.build_key(tmp_path, "1.0.0", "amd64", {"GIT_REVISION": "0123456789ab"}) != key
+    migration = "migrations/V999__next.sql"
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / migration).write_text("ALTER TABLE tasks ADD COLUMN x int;\n")
+    with_extra = reg.build_key(tmp_path, "1.0.0", "amd64", {}, {migration: "ALTER TABLE tasks ADD COLUMN x int;\n"})
+    assert with_extra != key
+    (tmp_path / migration).write_text("ALTER TABLE tasks ADD COLUMN y int;\n")
+    assert reg.build_key(tmp_path, "1.0.0", "amd64", {}, {migration: "..."}) != with_extra
+    (tmp_path / "Cargo.toml").write_text((paths.REPO / "Cargo.toml").read_text() + "\n# changed\n")
+    assert reg.build_key(tmp_path, "1.0.0", "amd64", {}) != key
