@@ -237,7 +237,11 @@ class Pod:
         self.name = name
         pid = docker("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
         if pid != "0":  # else it has exited already: wait_ready reports it
-            subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "address", "add", f"{POD_ADDRESS}/32", "dev", "lo"], check=True, timeout=30)
+            added = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "address", "add", f"{POD_ADDRESS}/32", "dev", "lo"],
+                                   capture_output=True, text=True, timeout=30)
+            # A container meant to fail (bad volume permissions) can exit between inspect
+            # and nsenter: then wait_ready reports the exit; a running one must get the address.
+            assert added.returncode == 0 or not self.running(), f"adding the pod address failed:\n{added.stderr}"
         self.wait_ready()
         return name
 
