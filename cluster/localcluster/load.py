@@ -34,15 +34,22 @@ request = function()
   end
   return wrk.format("GET", "/v1/tasks?limit=5", {["Authorization"] = auth})
 end
+-- The first error statuses a thread saw, so a failed check says which answers failed.
+error_statuses = ""
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
 response = function(status, headers, body)
+  if status >= 400 and #error_statuses < 120 then error_statuses = error_statuses .. status .. " " end
   if counter >= limit then wrk.thread:stop() end
 end
 done = function(summary, latency, requests)
+  local statuses = ""
+  for _, thread in ipairs(threads) do statuses = statuses .. (thread:get("error_statuses") or "") end
   io.write(string.format(
-    'LOAD_SUMMARY {"requests":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_ms":%.2f,"p99_ms":%.2f,"secs":%.2f}\n',
+    'LOAD_SUMMARY {"requests":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_ms":%.2f,"p99_ms":%.2f,"secs":%.2f,"error_statuses":"%s"}\n',
     summary.requests, summary.errors.connect, summary.errors.read, summary.errors.write,
     summary.errors.status, summary.errors.timeout, latency:percentile(50) / 1000,
-    latency:percentile(99) / 1000, summary.duration / 1e6))
+    latency:percentile(99) / 1000, summary.duration / 1e6, statuses))
 end
 """
 

@@ -335,7 +335,12 @@ class Lifecycle:
         load_outlived_rollout = wrk.running()
         summary = wrk.stop()
         self.r.check(f"[{self.tag}] {what} under load: 0 failed requests", summary["failed"] == 0 and summary["requests"] > 0,
-                     f"{summary['requests']} requests, {summary['failed']} failed")
+                     f"{summary['requests']} requests, {summary['failed']} failed"
+                     + ("" if summary["failed"] == 0 else " (" + ", ".join(
+                         f"{kind} {summary[kind]}" for kind in ("connect", "read", "write", "status", "timeout") if summary[kind])
+                         + (f"; statuses {summary['error_statuses'].strip()}" if summary.get("error_statuses") else "") + ")"))
+        if summary["failed"]:
+            self._fail_logs()
         self.r.check(f"[{self.tag}] {what}: the load spanned the whole rollout",
                      summary["started"] < rollout_started and load_outlived_rollout,
                      f"load started {rollout_started - summary['started']:.1f}s before the rollout, "
