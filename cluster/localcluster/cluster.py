@@ -98,6 +98,7 @@ class NodeControl:
     def __init__(self, node_count: int, pause_image: str):
         self._nodes = {member.name: member for member in nodes(node_count)}
         self._pause_image = pause_image
+        self._routing = self.first()
 
     def fail(self, name: str) -> None:
         node.fail(self._nodes[name])
@@ -109,6 +110,12 @@ class NodeControl:
         """The host's Service traffic through ``name``: every node's kube-proxy programs
         every Service, so any live node will do, and the node about to fail must not."""
         network.route_services(self._nodes[name])
+        self._routing = name
+
+    def service_rules(self) -> str:
+        """The NAT rules kube-proxy programmed on the node the host's Service traffic
+        goes through (``iptables-save -t nat`` in its network namespace)."""
+        return network.run("iptables-save", "-t", "nat", netns=self._nodes[self._routing].netns).stdout
 
     def names(self) -> list[str]:
         return list(self._nodes)

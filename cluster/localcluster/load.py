@@ -6,6 +6,8 @@
   service acknowledged (201 with an id), so a scenario can read every one back.
 - ``Watcher``: asks one address every 100 ms on a fresh connection and records
   failures with their times.
+- ``EndpointRemoval``: when pods' addresses leave a node's Service rules (kube-proxy's
+  DNAT targets), to measure endpoint propagation against the drain delay.
 """
 
 from __future__ import annotations
@@ -182,3 +184,26 @@ class Watcher(_Loop):
             self.answered += 1
         else:
             self.failures.append((time.monotonic(), f"HTTP {status}"))
+
+
+class EndpointRemoval(_Loop):
+    """Reads a node's NAT rules every 200 ms; ``left`` maps each of ``pod_ips`` to the
+    wall-clock time it was first seen gone from kube-proxy's DNAT targets. ``rules``
+    returns the rules as ``iptables-save`` prints them."""
+
+    def __init__(self, pod_ips, rules, *, limit_seconds: float = 600):
+        super().__init__(0.2, limit_seconds)
+        self.rules = rules
+        self.present = set(pod_ips)
+        self.left: dict[str, float] = {}
+
+    def tick(self) -> None:
+        try:
+            text = self.rules()
+        except (OSError, subprocess.SubprocessError, RuntimeError):
+            return
+        now = time.time()
+        targets = set(re.findall(r"--to-destination (\d+\.\d+\.\d+\.\d+):", text))
+        for ip in sorted(self.present - targets):
+            self.present.discard(ip)
+            self.left[ip] = now

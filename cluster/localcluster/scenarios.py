@@ -10,6 +10,7 @@ kubeconfig and a registry its nodes pull from.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import signal
@@ -117,6 +118,12 @@ def ready(pod: dict) -> bool:
 
 def restarts(pod: dict) -> int:
     return sum(s.get("restartCount", 0) for s in pod.get("status", {}).get("containerStatuses", []))
+
+
+def _largest(seconds: dict | None) -> float | str:
+    """The largest of measured seconds; "n/a" where nothing was measured."""
+    measured = [value for value in (seconds or {}).values() if value is not None]
+    return max(measured) if measured else "n/a"
 
 
 def poll(what: str, condition, timeout: float, interval: float = 0.5):
@@ -318,6 +325,11 @@ class Lifecycle:
         that the load covered the rollout from before it began until after it ended.
         ``during`` runs while Helm waits (the rollout is in progress)."""
         host, port = self._api()
+        old_pods = {p["metadata"]["name"]: p["status"].get("podIP") for p in self._app_pods()}
+        removal = None
+        if self.nodes is not None:
+            removal = load.EndpointRemoval([ip for ip in old_pods.values() if ip], self.nodes.service_rules)
+            removal.start()
         wrk = load.Wrk(f"http://{host}:{port}", TOKEN, seconds=300)
         poll("load is being served", lambda: wrk.running(), 10)
         time.sleep(1)  # let the load establish its connections before the rollout starts
@@ -334,11 +346,16 @@ class Lifecycle:
         # sent load from before the rollout began until after it ended.
         load_outlived_rollout = wrk.running()
         summary = wrk.stop()
+        if removal is not None:
+            removal.stop()
+            summary["endpoint_removal_s"] = self._endpoint_removal(old_pods, removal.left)
         self.r.check(f"[{self.tag}] {what} under load: 0 failed requests", summary["failed"] == 0 and summary["requests"] > 0,
                      f"{summary['requests']} requests, {summary['failed']} failed"
                      + ("" if summary["failed"] == 0 else " (" + ", ".join(
                          f"{kind} {summary[kind]}" for kind in ("connect", "read", "write", "status", "timeout") if summary[kind])
-                         + (f"; statuses {summary['error_statuses'].strip()}" if summary.get("error_statuses") else "") + ")"))
+                         + (f"; statuses {summary['error_statuses'].strip()}" if summary.get("error_statuses") else "")
+                         + (f"; endpoint removal after SIGTERM {summary['endpoint_removal_s']}, drain delay {self._drain_delay()}s"
+                            if "endpoint_removal_s" in summary else "") + ")"))
         if summary["failed"]:
             self._fail_logs()
         self.r.check(f"[{self.tag}] {what}: the load spanned the whole rollout",
@@ -347,6 +364,25 @@ class Lifecycle:
                      f"{'still running' if load_outlived_rollout else 'had stopped'} when it ended "
                      f"({rollout_ended - rollout_started:.1f}s)")
         return process.returncode, output, summary, rollout_ended - rollout_started
+
+    def _endpoint_removal(self, old_pods: dict[str, str | None], left: dict[str, float]) -> dict[str, float | None]:
+        """Seconds from each old pod's SIGTERM (its kubelet's Killing event, whole
+        seconds, so up to 1 s too long) until its address left the Service rules of the
+        node the load goes through; None where either was not seen. The drain delay
+        must cover it: until then new connections still reach the pod."""
+        killed: dict[str, float] = {}
+        for event in self.kube.json("events").get("items", []):
+            pod = event.get("involvedObject", {}).get("name")
+            stamp = event.get("firstTimestamp") or event.get("eventTime")
+            if event.get("reason") == "Killing" and pod in old_pods and stamp:
+                moment = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+                killed[pod] = min(killed.get(pod, moment), moment)
+        return {pod: round(left[ip] - killed[pod], 1) if pod in killed and ip in left else None
+                for pod, ip in old_pods.items()}
+
+    def _drain_delay(self) -> str:
+        data = self.kube.json("configmap", RELEASE).get("data", {})
+        return data.get("TASKS_SHUTDOWN__DRAIN_DELAY_SECS", "?")
 
     def upgrade_under_load(self) -> None:
         pg_before = self._pg()
@@ -384,6 +420,7 @@ class Lifecycle:
                      f"uid {pg_before['metadata']['uid']} -> {pg_after['metadata']['uid']}, restarts {restarts(pg_before)} -> {restarts(pg_after)}")
         self.r.figure("upgrade", helm=self.helm.version, requests=summary["requests"], failed=summary["failed"],
                       p99_ms=summary["p99_ms"], rollout_s=round(rollout_seconds, 1),
+                      endpoint_removal_max_s=_largest(summary.get("endpoint_removal_s")),
                       postgres_uid_before=pg_before["metadata"]["uid"], postgres_uid_after=pg_after["metadata"]["uid"])
 
     def app_crash(self) -> None:
@@ -667,7 +704,8 @@ class Lifecycle:
                      f"HTTP {status}")
         self.r.figure("rollback-uninstall", helm=self.helm.version, rollback_s=round(rollback_seconds, 1),
                       rollback_requests=summary["requests"], rollback_failed=summary["failed"], rollback_p99_ms=summary["p99_ms"],
-                      rollout_s=round(rollout_seconds, 1), kept_pvcs=len(pvcs))
+                      rollout_s=round(rollout_seconds, 1), endpoint_removal_max_s=_largest(summary.get("endpoint_removal_s")),
+                      kept_pvcs=len(pvcs))
 
 
 def storage_fixtures(kube: Kube, node_names: list[str], count: int = 6) -> None:
