@@ -106,13 +106,14 @@ impl Application {
         let idempotency: Arc<dyn IdempotencyStore> = Arc::new(idempotency);
         let pipelined_reads = settings.database.pipelined_reads;
         // Called once per worker, on the worker's thread: each worker gets its own
-        // pipelined reader, driven by its own runtime (no cross-thread wake-ups).
+        // pipelined reader, driven on the worker's LocalSet with its requests (no
+        // cross-thread wake-ups, and the queries of one wake-up leave in one write).
         let worker_state = move || {
             let repository = if pipelined_reads {
-                PgTaskRepository::with_reader(
-                    pool.clone(),
-                    Arc::new(PipelinedReader::new(pool_settings.clone())),
-                )
+                let reader = PipelinedReader::new(pool_settings.clone()).spawning_with(|driver| {
+                    actix_web::rt::spawn(driver);
+                });
+                PgTaskRepository::with_reader(pool.clone(), Arc::new(reader))
             } else {
                 PgTaskRepository::new(pool.clone())
             };

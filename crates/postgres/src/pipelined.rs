@@ -19,7 +19,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use crate::Error;
-use crate::pool::PoolSettings;
+use crate::pool::{ConnectionDriver, PoolSettings};
 
 struct Connection {
     client: Client,
@@ -28,12 +28,20 @@ struct Connection {
     statements: Mutex<Vec<(&'static str, Statement)>>,
 }
 
+/// Starts polling a connection's I/O: `tokio::spawn` unless told otherwise.
+pub type Spawn = fn(ConnectionDriver);
+
+fn spawn_on_runtime(driver: ConnectionDriver) {
+    tokio::spawn(driver);
+}
+
 /// A lazily opened, self-healing connection for pipelined single-statement reads,
 /// shared by concurrent requests. Cheap to share by `Arc`.
 pub struct PipelinedReader {
     settings: PoolSettings,
     current: RwLock<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
+    spawn: Spawn,
 }
 
 impl std::fmt::Debug for PipelinedReader {
@@ -52,7 +60,20 @@ impl PipelinedReader {
             settings,
             current: RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            spawn: spawn_on_runtime,
         }
+    }
+
+    /// Polls each connection's I/O with `spawn` instead of `tokio::spawn`. A server
+    /// whose requests run on a thread's `LocalSet` (an actix worker) passes its local
+    /// spawn (`actix_web::rt::spawn`), so the connection is polled after the requests that
+    /// woke it have all queued their queries: their messages leave in one write, where a
+    /// task on the runtime's own queue is polled between them and writes more often.
+    /// `spawn` runs where the first read (or a reconnect) runs.
+    #[must_use]
+    pub fn spawning_with(mut self, spawn: Spawn) -> Self {
+        self.spawn = spawn;
+        self
     }
 
     fn open_connection(&self) -> Option<Arc<Connection>> {
@@ -85,10 +106,11 @@ impl PipelinedReader {
         if let Some(connection) = self.open_connection() {
             return Ok(connection);
         }
-        let client = self
+        let (client, driver) = self
             .settings
-            .connect(self.settings.statement_timeout)
+            .connect_undriven(self.settings.statement_timeout)
             .await?;
+        (self.spawn)(driver);
         let connection = Arc::new(Connection {
             client,
             statements: Mutex::new(Vec::new()),

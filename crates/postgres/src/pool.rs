@@ -1,7 +1,9 @@
 //! A deadpool-postgres pool whose every wait is bounded and whose connections re-read a
 //! rotated password.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,13 +173,28 @@ impl PoolSettings {
     /// # Errors
     /// [`Error::Unavailable`] when the server cannot be reached.
     pub async fn connect(&self, statement_timeout: Duration) -> Result<Client, Error> {
+        let (client, driver) = self.connect_undriven(statement_timeout).await?;
+        tokio::spawn(driver);
+        Ok(client)
+    }
+
+    /// As [`PoolSettings::connect`], but the connection's I/O is returned, not spawned:
+    /// the client answers only while the caller polls the [`ConnectionDriver`], on the
+    /// task or runtime it chooses (for example the `LocalSet` its requests run on).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server cannot be reached.
+    pub async fn connect_undriven(
+        &self,
+        statement_timeout: Duration,
+    ) -> Result<(Client, ConnectionDriver), Error> {
         let connector = self.connector()?;
         // The driver's connect timeout covers reaching the socket; a server that accepts
         // and then never answers the start-up and login exchange is bounded here. (Pooled
         // connections are bounded by the pool's create timeout.)
         let config = self.pg_config(statement_timeout);
-        let opening = connector.open(&config);
-        let (client, _task) = tokio::time::timeout(self.connect_timeout, opening)
+        let opening = connector.establish(&config);
+        tokio::time::timeout(self.connect_timeout, opening)
             .await
             .map_err(|_| {
                 Error::Unavailable(format!(
@@ -185,10 +202,12 @@ impl PoolSettings {
                     self.connect_timeout.as_millis()
                 ))
             })?
-            .map_err(Error::from_pg)?;
-        Ok(client)
+            .map_err(Error::from_pg)
     }
 }
+
+/// A connection's I/O: until it is polled (spawned), its client sends nothing.
+pub type ConnectionDriver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Opens connections: reads the current password, negotiates TLS, spawns the
 /// connection task.
@@ -208,31 +227,39 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    async fn open(
+    async fn establish(
         &self,
         base: &tokio_postgres::Config,
-    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    ) -> Result<(Client, ConnectionDriver), tokio_postgres::Error> {
         let mut config = base.clone();
         if let Some(password) = self.password.current() {
             config.password(password.expose_secret().as_bytes());
         }
-        let (client, task) = match self.tls.as_ref() {
+        let (client, driver): (Client, ConnectionDriver) = match self.tls.as_ref() {
             None => {
                 let (client, connection) = config.connect(NoTls).await?;
-                (client, tokio::spawn(drive(connection)))
+                (client, Box::pin(drive(connection)))
             }
             Some(tls) => {
                 let (client, connection) = config.connect(tls.clone()).await?;
-                (client, tokio::spawn(drive(connection)))
+                (client, Box::pin(drive(connection)))
             }
         };
-        Ok((client, task))
+        Ok((client, driver))
+    }
+
+    async fn open(
+        &self,
+        base: &tokio_postgres::Config,
+    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let (client, driver) = self.establish(base).await?;
+        Ok((client, tokio::spawn(driver)))
     }
 }
 
 async fn drive<F>(connection: F)
 where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+    F: Future<Output = Result<(), tokio_postgres::Error>>,
 {
     if let Err(error) = connection.await {
         tracing::debug!(%error, "database connection closed");

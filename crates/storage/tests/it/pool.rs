@@ -128,6 +128,46 @@ async fn shared_client_pipelines_reads_and_reconnects_after_a_restart() {
     assert_eq!(row.unwrap().get::<_, i32>(0), 42);
 }
 
+#[tokio::test]
+async fn a_reader_spawning_on_a_local_set_drives_its_connection_there() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tasks_postgres::pipelined::PipelinedReader;
+
+    static LOCAL_SPAWNS: AtomicUsize = AtomicUsize::new(0);
+    let server = tasks_test_support::private_server();
+    let db = server.fresh_database().await;
+    let reader = Arc::new(
+        PipelinedReader::new(common::settings(&db)).spawning_with(|driver| {
+            LOCAL_SPAWNS.fetch_add(1, Ordering::SeqCst);
+            // Panics outside a LocalSet: the read below proves it ran inside one.
+            tokio::task::spawn_local(driver);
+        }),
+    );
+    let local = tokio::task::LocalSet::new();
+    let sums = local
+        .run_until(async {
+            let reads = (0..16_i32).map(|i| {
+                let reader = reader.clone();
+                tokio::task::spawn_local(async move {
+                    reader.query_opt("SELECT $1::int4 * 2", &[&i]).await
+                })
+            });
+            futures_util::future::join_all(reads).await
+        })
+        .await;
+    let sums: Vec<i32> = sums
+        .into_iter()
+        .map(|read| read.unwrap().unwrap().unwrap().get::<_, i32>(0))
+        .collect();
+    assert_eq!(sums, (0..16).map(|i| i * 2).collect::<Vec<_>>());
+    assert_eq!(
+        LOCAL_SPAWNS.load(Ordering::SeqCst),
+        1,
+        "one connection, driven by the given spawn"
+    );
+}
+
 /// A TCP listener that accepts connections and never says a word: a database host whose
 /// PostgreSQL hangs, or a proxy in front of nothing.
 fn silent_server() -> (std::net::TcpListener, u16) {
