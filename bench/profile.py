@@ -13,7 +13,7 @@ timed against a budget. Outputs go to PROFILE_OUT (target/bench/profile):
   is the figure reported, repeatable on a busy machine because it counts instructions
   (user space only: system calls are not in it);
 * `<target>.svg`: perf (cpu-clock samples at 249 Hz with DWARF call stacks, kernel
-  included) while wrk runs at 32 connections for PROFILE_PERF_SECS (10), folded and drawn
+  included) while wrk runs at PROFILE_PERF_CONNECTIONS (32) connections for PROFILE_PERF_SECS (10), folded and drawn
   by inferno (`cargo install inferno`);
 * `stat` (not part of `all`): what callgrind does not count, from software counters and
   tracepoints (no hardware counter needed). Each target runs as `just bench` runs it
@@ -51,6 +51,7 @@ PROFILE_OUT = Path(os.environ.get("PROFILE_OUT", ROOT / "target" / "bench" / "pr
 SECS = int(os.environ.get("PROFILE_SECS", "20"))
 PERF_SECS = int(os.environ.get("PROFILE_PERF_SECS", "10"))
 STAT_SECS = int(os.environ.get("PROFILE_STAT_SECS", "10"))
+PERF_CONNECTIONS = int(os.environ.get("PROFILE_PERF_CONNECTIONS", "32"))
 STAT_ROUNDS = int(os.environ.get("PROFILE_STAT_ROUNDS", "2"))
 STAT_CONNECTIONS = int(os.environ.get("PROFILE_STAT_CONNECTIONS", "32"))
 TRACE_SECS = int(os.environ.get("PROFILE_TRACE_SECS", "5"))
@@ -158,7 +159,7 @@ def perf(target: str, pg_port: int, ids: Path) -> None:
                             "-o", str(data), "-p", str(p.proc.pid)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
-    res = driver.wrk(url, "get.lua", ids, connections=32, duration=PERF_SECS)
+    res = driver.wrk(url, "get.lua", ids, connections=PERF_CONNECTIONS, duration=PERF_SECS)
     rec.send_signal(signal.SIGINT)
     rec.wait(timeout=120)
     p.stop()
