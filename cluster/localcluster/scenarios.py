@@ -670,7 +670,27 @@ class Lifecycle:
                       **{key: round(value, 1) for key, value in figures.items()},
                       acknowledged=len(writer.acknowledged), refused=writer.refused)
 
+    def _settled(self) -> bool:
+        """Every live pod of the namespace (finished ones, such as the kept Helm test pod,
+        aside) running and ready, none on its way in or out, and the app on the release
+        the scenarios left it on (N+1)."""
+        pods = [p for p in self.kube.json("pods").get("items", [])
+                if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+        return bool(pods) and all(ready(p) and not p["metadata"].get("deletionTimestamp") for p in pods) \
+            and self._all_apps_on(self.release_next)
+
     def rollback_and_uninstall(self) -> None:
+        # The disruptions before it (a node and the database gone and back) may still be
+        # settling; a rollout measured under load starts from a healthy release.
+        started = time.monotonic()
+        try:
+            poll("the release settles before the rollback", self._settled, 180, 1)
+        except TimeoutError:
+            self.r.check(f"[{self.tag}] the release is settled before the rollback", False,
+                         "not every pod ready on release N+1 within 180s")
+            self._fail_logs()
+            raise
+        settled_seconds = time.monotonic() - started
         host, port = self._api()
         status, created = load.request(host, port, "POST", "/v1/tasks", TOKEN, {"title": "survives rollback and uninstall"})
         self.r.check(f"[{self.tag}] a task written before the rollback", status == 201, f"HTTP {status}")
@@ -704,7 +724,8 @@ class Lifecycle:
                      f"HTTP {status}")
         self.r.figure("rollback-uninstall", helm=self.helm.version, rollback_s=round(rollback_seconds, 1),
                       rollback_requests=summary["requests"], rollback_failed=summary["failed"], rollback_p99_ms=summary["p99_ms"],
-                      rollout_s=round(rollout_seconds, 1), endpoint_removal_max_s=_largest(summary.get("endpoint_removal_s")),
+                      settled_s=round(settled_seconds, 1), rollout_s=round(rollout_seconds, 1),
+                      endpoint_removal_max_s=_largest(summary.get("endpoint_removal_s")),
                       kept_pvcs=len(pvcs))
 
 
