@@ -20,14 +20,17 @@ timed against a budget. Outputs go to PROFILE_OUT (target/bench/profile):
   (2 workers), alternating over PROFILE_STAT_ROUNDS (2) rounds of wrk at
   PROFILE_STAT_CONNECTIONS (32) connections for PROFILE_STAT_SECS (10); during each,
   `perf stat` counts the server's task-clock (user + kernel CPU time), context
-  switches, CPU migrations and system calls per thread,
+  switches (split into voluntary and involuntary from /proc), CPU migrations and system
+  calls per thread, which CPU each busy thread is on halfway through (logged per round),
   and PostgreSQL's task-clock; then `perf trace -s` names the system calls (a shorter run,
   PROFILE_TRACE_SECS, 5) and `perf record` splits the server's samples between user and
   kernel space. Per request figures go to `stat.txt` and `stat.json`.
 
 Usage: python3 bench/profile.py [callgrind|perf|stat|all] [ours|raw|both|alt|a,b,...]
 `alt` is another tasks-server binary, PROFILE_ALT_BIN (an A/B comparison of a change, e.g.
-`stat ours,alt,raw`); PROFILE_OURS_BIN replaces ours' binary.
+`stat ours,alt,raw`), or ours' binary with PROFILE_ALT_ENV's extra settings (space-separated
+`KEY=VALUE`, e.g. `RUST_LOG=warn` to take one feature out: an ablation); PROFILE_OURS_BIN
+replaces ours' binary.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,7 +60,9 @@ STAT_ROUNDS = int(os.environ.get("PROFILE_STAT_ROUNDS", "2"))
 STAT_CONNECTIONS = int(os.environ.get("PROFILE_STAT_CONNECTIONS", "32"))
 TRACE_SECS = int(os.environ.get("PROFILE_TRACE_SECS", "5"))
 OURS_BIN = Path(os.environ.get("PROFILE_OURS_BIN") or RELEASE / "tasks-server")
-ALT_BIN = Path(os.environ["PROFILE_ALT_BIN"]) if os.environ.get("PROFILE_ALT_BIN") else None
+ALT_ENV = dict(kv.split("=", 1) for kv in os.environ.get("PROFILE_ALT_ENV", "").split())
+ALT_BIN = (Path(os.environ["PROFILE_ALT_BIN"]) if os.environ.get("PROFILE_ALT_BIN")
+           else OURS_BIN if ALT_ENV else None)
 SYSCALLS = ["recvfrom", "sendto", "epoll_wait", "futex", "write", "writev", "read", "clock_nanosleep"]
 STAT_EVENTS = ",".join(["task-clock", "context-switches", "cpu-migrations", "raw_syscalls:sys_enter"]
                        + [f"syscalls:sys_enter_{name}" for name in SYSCALLS])
@@ -99,7 +105,9 @@ def start(target: str, pg_port: int, wrapper: list[str], workers: int) -> tuple[
                    TASKS_HTTP__WORKERS=str(workers))
         binary = OURS_BIN if target == "ours" else ALT_BIN
         if binary is None:
-            sys.exit("profile: target alt needs PROFILE_ALT_BIN")
+            sys.exit("profile: target alt needs PROFILE_ALT_BIN or PROFILE_ALT_ENV")
+        if target == "alt":
+            env.update(ALT_ENV)
         p = driver.Proc(f"profile-{target}", wrapper + [str(binary)], env)
         ready = f"http://127.0.0.1:{admin}/readyz"
     else:
@@ -223,6 +231,35 @@ def kernel_share(data: Path) -> float:
     return kernel / 100
 
 
+def switches(pid: int) -> dict[str, int]:
+    """Voluntary (blocked: nothing to do) and involuntary (preempted) context switches of
+    every thread of a process so far, from /proc."""
+    total = {"voluntary": 0, "involuntary": 0}
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total["voluntary"] += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                total["involuntary"] += int(line.split()[1])
+    return total
+
+
+def cpu_placement() -> str:
+    """Which CPU each busy thread (the server's workers, PostgreSQL's backends, wrk) was
+    last on, with its CPU share: the scheduler's placement during a measured run."""
+    out = subprocess.run(["ps", "-eLo", "psr=,pcpu=,comm="], capture_output=True, text=True, timeout=10).stdout
+    busy = []
+    for line in out.splitlines():
+        cpu, share, comm = line.split(None, 2)
+        if float(share) >= 5 and comm.startswith(("actix", "postgres", "wrk", "raw-actix")):
+            busy.append(f"{comm.strip()}@{cpu}")
+    return " ".join(sorted(busy))
+
+
 def stat_once(target: str, pg_port: int, pg_dir: Path, ids: Path, round_no: int) -> dict:
     p, url, _ = start(target, pg_port, [], driver.WORKERS)
     try:
@@ -236,7 +273,12 @@ def stat_once(target: str, pg_port: int, pg_dir: Path, ids: Path, round_no: int)
                                    "-p", pids], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         try:
             time.sleep(0.5)
+            before = switches(p.proc.pid)
+            placement: list[str] = []
+            sampler = threading.Timer(STAT_SECS / 2, lambda: placement.append(cpu_placement()))
+            sampler.start()
             res = driver.wrk(url, "get.lua", ids, connections=STAT_CONNECTIONS, duration=STAT_SECS)
+            after = switches(p.proc.pid)
         finally:
             for s in stats:
                 s.send_signal(signal.SIGINT)
@@ -244,7 +286,10 @@ def stat_once(target: str, pg_port: int, pg_dir: Path, ids: Path, round_no: int)
         threads = counted(server_out)
         pg = counted(pg_out).get("all", {})
         result = {"target": target, "round": round_no, "requests": res["requests"], "rps": res["rps"],
-                  "errors": res["errors"], "threads": threads, "postgres": pg}
+                  "errors": res["errors"], "threads": threads, "postgres": pg,
+                  "switches": {kind: after[kind] - before[kind] for kind in after},
+                  "placement": placement[0] if placement else ""}
+        driver.log(f"{target} round {round_no}: {res['rps']:,.0f} req/s; CPU of each busy thread: {result['placement']}")
         if round_no == 0:
             # The system calls by name, and the user/kernel split, once per target.
             trace_out = PROFILE_OUT / f"stat.{target}.trace.txt"
@@ -297,6 +342,9 @@ def per_request(results: list[dict]) -> str:
         rows.setdefault("req/s (rounds)", {})[target] = " / ".join(rps)
         rows.setdefault("server CPU µs (task-clock)", {})[target] = f"{total.get('task-clock', 0) * 1000 / requests:.1f}"
         rows.setdefault("server context switches", {})[target] = f"{total.get('context-switches', 0) / requests:.3f}"
+        for kind in ("voluntary", "involuntary"):
+            count = sum(r.get("switches", {}).get(kind, 0) for r in runs)
+            rows.setdefault(f"… {kind} (/proc)", {})[target] = f"{count / requests:.3f}"
         rows.setdefault("server CPU migrations", {})[target] = f"{total.get('cpu-migrations', 0) / requests:.4f}"
         rows.setdefault("server system calls", {})[target] = f"{total.get('raw_syscalls:sys_enter', 0) / requests:.2f}"
         for name in SYSCALLS:
